@@ -1,0 +1,116 @@
+"""Data sets: robust image loading, folders, CSV lists and the CoOp benchmarks.
+
+``build_dataset("eurosat:root=../shared/data/eurosat,split=test")`` is the entry point; every
+data-set kind is registered in :data:`labelless.registry.DATASETS` when this package is
+imported (the builders live in :mod:`.folders` and :mod:`.benchmarks`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+from labelless.data import benchmarks as _benchmarks  # noqa: F401 - registers the benchmarks
+from labelless.data.benchmarks import (
+    BENCHMARKS,
+    RESISC45_CLASSNAMES,
+    Benchmark,
+    read_zhou_split,
+    resisc45_classname,
+)
+from labelless.data.classes import (
+    NAME_MODES,
+    check_classnames,
+    normalize_classname,
+    parse_classes,
+)
+from labelless.data.folders import (
+    UNKNOWN,
+    ImageDataset,
+    Sample,
+    align_classes,
+    check_missing,
+)
+from labelless.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    CorruptImageError,
+    ImageTooLargeError,
+    load_rgb,
+    scan_images,
+    to_rgb,
+)
+from labelless.errors import DataError, did_you_mean
+from labelless.registry import DATASETS
+from labelless.spec import parse_spec
+
+
+def _check_options(name: str, builder: Callable, opts: dict[str, str]) -> None:
+    params = [p for p in inspect.signature(builder).parameters if p != "classes"]
+    unknown = [k for k in opts if k not in params]
+    if unknown:
+        k = unknown[0]
+        raise DataError(
+            f"data set '{name}' has no option '{k}'.{did_you_mean(k, params)} "
+            f"Options: {', '.join(params)}"
+        )
+
+
+def build_dataset(
+    spec: str,
+    classes: Sequence[str] | None = None,
+    transform: Callable | None = None,
+) -> ImageDataset:
+    """Build a data set from a spec string such as ``eurosat:root=DIR,split=test``.
+
+    Args:
+        spec: ``NAME[:key=value,...]`` with NAME registered in ``DATASETS`` (``folder``,
+            ``imagefolder``, ``csv``, ``eurosat``, ``dtd``, ...; see ``labelless list``).
+        classes: class names (e.g. from :func:`parse_classes`). Required for the unlabelled
+            ``folder``; for a labelled data set they must be exactly its class names, in any
+            order, and then define the label order.
+        transform: applied to each RGB ``PIL.Image``.
+
+    Raises:
+        DataError: bad options, missing folders or files, class mismatch.
+    """
+    name, opts = parse_spec(spec, "data set spec")
+    builder = DATASETS.get(name)
+    _check_options(name, builder, opts)
+    takes_classes = "classes" in inspect.signature(builder).parameters
+    if takes_classes:
+        dataset = builder(classes=None if classes is None else list(classes), **opts)
+    else:
+        dataset = builder(**opts)
+    if classes is not None and not takes_classes:
+        dataset = align_classes(dataset, list(classes))
+    if transform is not None:
+        dataset = dataset.with_transform(transform)
+    dataset.meta.setdefault("spec", spec)
+    return dataset
+
+
+__all__ = [
+    "BENCHMARKS",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "NAME_MODES",
+    "RESISC45_CLASSNAMES",
+    "UNKNOWN",
+    "Benchmark",
+    "CorruptImageError",
+    "ImageDataset",
+    "ImageTooLargeError",
+    "Sample",
+    "align_classes",
+    "build_dataset",
+    "check_classnames",
+    "check_missing",
+    "load_rgb",
+    "normalize_classname",
+    "parse_classes",
+    "read_zhou_split",
+    "resisc45_classname",
+    "scan_images",
+    "to_rgb",
+]

@@ -1,0 +1,13 @@
+"""Training engine: the one training loop, checkpoints, per-epoch logs."""
+
+from labelless.engine.checkpoint import load_checkpoint, save_checkpoint
+from labelless.engine.loop import EpochSampler, NonFiniteLossError, OptimConfig, TrainLoop
+
+__all__ = [
+    "EpochSampler",
+    "NonFiniteLossError",
+    "OptimConfig",
+    "TrainLoop",
+    "load_checkpoint",
+    "save_checkpoint",
+]

@@ -1,0 +1,233 @@
+"""Library entry points behind the CLI: run a method, evaluate, predict.
+
+``run(RunConfig(...))`` is what ``labelless zeroshot`` and ``labelless adapt`` call: it builds
+the backbone, data and texts from their spec strings, fits the method, saves the classifier
+artifact, evaluates on the labelled evaluation set (if any) and writes ``results.json`` plus a
+confusion-matrix plot. Nothing here reads ``argparse`` objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labelless.backbones import Backbone, load_backbone
+from labelless.config import from_dict, to_dict
+from labelless.data import build_dataset
+from labelless.data.classes import parse_classes
+from labelless.errors import ConfigError, LabellessError
+from labelless.eval import RunRecorder, classification_metrics, plot_confusion, write_results
+from labelless.methods.base import Classifier, FitContext, Runtime, load_classifier
+from labelless.registry import METHODS
+from labelless.text import build_texts
+from labelless.utils.io import atomic_save
+
+
+@dataclass
+class RunConfig:
+    """One run of one method.
+
+    method: a registered method (``labelless list methods``).
+    model: backbone spec, e.g. ``openclip:ViT-B-32:laion2b_s34b_b79k``.
+    data: the adaptation data set spec (unlabeled images, or a benchmark split).
+    eval_data: a labelled evaluation data set spec; None evaluates on ``data`` when it has labels
+        (the transductive setting) and skips evaluation otherwise.
+    classes: class list (file or comma list); required for unlabeled folders.
+    texts: class text source spec (descriptions, templates, names).
+    label_texts: the plain label prompts (WCA's text weights, zero-shot pseudo-labels).
+    out: run folder; default ``runs/<method>-<data>-s<seed>``.
+    seed: seeds crops, sample order and initialisation.
+    monitor: log accuracy on ``eval_data`` during training (never used for model selection).
+    params: the method's own config (see ``labelless list methods -v``).
+    runtime: device, batch size, workers, cache.
+    """
+
+    method: str = "zeroshot"
+    model: str = ""
+    data: str = ""
+    eval_data: str | None = None
+    classes: str | None = None
+    texts: str = "templates:name=clip"
+    label_texts: str = "templates:name=clip"
+    out: str | None = None
+    seed: int = 0
+    monitor: bool = True
+    params: dict = field(default_factory=dict)
+    runtime: Runtime = field(default_factory=Runtime)
+
+    def __post_init__(self):
+        if not self.model:
+            raise ConfigError("no backbone given: pass --model, e.g. openclip:ViT-B-32:laion2b_s34b_b79k")
+        if not self.data:
+            raise ConfigError("no data given: pass --data, e.g. folder:root=my_images or eurosat:root=...,split=train")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "run"
+
+
+def default_out(cfg: RunConfig) -> Path:
+    data_name = cfg.data.split(":", 1)[0]
+    split = re.search(r"split=(\w+)", cfg.data)
+    tag = f"{data_name}-{split.group(1)}" if split else data_name
+    return Path("runs") / _slug(f"{cfg.method}-{tag}-s{cfg.seed}")
+
+
+def method_config(name: str, params: dict) -> Any:
+    """The method's typed config from a (partial) mapping."""
+    method_cls = METHODS.get(name)
+    return from_dict(method_cls.Config, params or {}, where="params")
+
+
+def data_info(spec: str, ds) -> dict[str, Any]:
+    return {
+        "spec": spec,
+        "name": getattr(ds, "name", spec.split(":", 1)[0]),
+        "split": getattr(ds, "split", None),
+        "n": len(ds),
+        "num_classes": len(ds.classnames),
+        "skipped": [list(s) for s in getattr(ds, "skipped", [])],
+        "n_skipped": len(getattr(ds, "skipped", [])),
+    }
+
+
+def backbone_info(backbone: Backbone) -> dict[str, Any]:
+    return {
+        "spec": backbone.spec,
+        "name": f"{backbone.backend}:{backbone.arch}",
+        "weights": str(backbone.weights),
+        "fingerprint": backbone.fingerprint,
+    }
+
+
+def load_data(spec: str, classes: list[str] | None, rt: Runtime):
+    """Build and validate a data set (corrupt images are skipped, counted and listed)."""
+    ds = build_dataset(spec, classes=classes)
+    ds.validate(num_workers=0, progress=rt.progress)
+    if len(ds) == 0:
+        raise LabellessError(f"data set '{spec}' has no readable image (all {len(ds.skipped)} skipped)")
+    return ds
+
+
+def evaluate(
+    clf: Classifier, backbone: Backbone, ds, rt: Runtime, out_dir: Path | None = None
+):
+    """Logits and metrics of ``clf`` on a labelled data set; writes the confusion plot."""
+    with torch.no_grad():
+        logits = clf.predict(backbone, ds, rt).float().cpu()
+    metrics = classification_metrics(logits, ds.labels, len(clf.classnames), clf.classnames)
+    if out_dir is not None:
+        plot_confusion(
+            metrics.confusion, clf.classnames, out_dir / "confusion.png",
+            title=f"{clf.kind} on {getattr(ds, 'name', '')} ({metrics.top1:.1f}% top-1)",
+        )
+    return logits, metrics
+
+
+def _setting(cfg: RunConfig, train, eval_ds) -> str:
+    """transductive: adapted on the evaluation images themselves; inductive: on other images."""
+    if eval_ds is None:
+        return "none"
+    same = eval_ds is train or sorted(eval_ds.paths) == sorted(train.paths)
+    return "transductive" if same else "inductive"
+
+
+def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
+    """Fit ``cfg.method``, save its classifier, evaluate, write ``results.json``; return it."""
+    rt = cfg.runtime
+    mcfg = method_config(cfg.method, cfg.params)
+    out = Path(cfg.out) if cfg.out else default_out(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    with RunRecorder() as rec:
+        backbone = load_backbone(cfg.model, device=rt.device)
+        classes = parse_classes(cfg.classes) if cfg.classes else None
+        train = load_data(cfg.data, classes, rt)
+        classnames = list(train.classnames)
+        eval_ds = None
+        if cfg.eval_data:
+            eval_ds = load_data(cfg.eval_data, classnames, rt)
+        elif train.has_labels:
+            eval_ds = train  # transductive: adapt on the evaluation images themselves
+        texts = build_texts(cfg.texts, classnames)
+        label_texts = build_texts(cfg.label_texts, classnames)
+        method = METHODS.get(cfg.method)(mcfg)
+        ctx = FitContext(
+            backbone=backbone, train=train, classnames=classnames, texts=texts,
+            label_texts=label_texts, rt=rt, out_dir=out, resume=resume,
+            monitor=eval_ds if cfg.monitor else None,
+        )
+        fit = method.fit(ctx)
+        resolved = {"run": to_dict(cfg), "method": to_dict(mcfg)}
+        fit.classifier.save(out / "classifier", backbone, fit.tuned, extra={"run_config": resolved})
+        if fit.tuned:
+            backbone.mark_tuned(fit.tuned)  # adapted weights: never reuse the base model's features
+        metrics = None
+        if eval_ds is not None:
+            _, metrics = evaluate(fit.classifier, backbone, eval_ds, rt, out)
+    if metrics is not None:
+        print(f"[{cfg.method}] {metrics.summary()}")
+    extra = {"train_data": data_info(cfg.data, train), "history": fit.history, **fit.info,
+             "setting": _setting(cfg, train, eval_ds)}
+    path = write_results(
+        out, method=cfg.method, backbone=backbone_info(backbone),
+        data=data_info(cfg.eval_data or cfg.data, eval_ds) if eval_ds is not None else data_info(cfg.data, train),
+        seed=cfg.seed, metrics=metrics, config=resolved, recorder=rec, extra=extra,
+    )
+    print(f"results: {path}")
+    return {"results_path": str(path), "out_dir": str(out), "metrics": metrics, "fit": fit}
+
+
+def eval_artifact(classifier_dir: str, data: str, rt: Runtime, out: str | None = None) -> dict[str, Any]:
+    """Evaluate a saved classifier on a labelled data set and write ``results.json``."""
+    with RunRecorder() as rec:
+        clf, backbone = load_classifier(classifier_dir, device=rt.device)
+        ds = load_data(data, clf.classnames, rt)
+        if not ds.has_labels:
+            raise LabellessError(f"data set '{data}' has no labels: `labelless eval` needs a labelled set")
+        out_dir = Path(out) if out else Path(classifier_dir).parent / f"eval-{_slug(data.split(':', 1)[0])}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _, metrics = evaluate(clf, backbone, ds, rt, out_dir)
+    print(metrics.summary())
+    path = write_results(
+        out_dir, method=f"eval:{clf.kind}", backbone=backbone_info(backbone), data=data_info(data, ds),
+        seed=rt.seed, metrics=metrics, config={"classifier": str(classifier_dir)}, recorder=rec,
+    )
+    print(f"results: {path}")
+    return {"results_path": str(path), "metrics": metrics}
+
+
+def predict_folder(
+    clf: Classifier, backbone: Backbone, images: str, out_csv: str | Path, rt: Runtime, topk: int = 5
+) -> Path:
+    """Predict every image under ``images``; write ``path,predicted,confidence,top5`` CSV."""
+    from labelless.data import build_dataset as _build
+
+    ds = _build(f"folder:root={images}", classes=clf.classnames)
+    ds.validate(progress=rt.progress)
+    if len(ds) == 0:
+        raise LabellessError(f"no readable image under '{images}'")
+    with torch.no_grad():
+        probs = clf.predict(backbone, ds, rt).float().softmax(dim=-1).cpu()
+    k = min(topk, probs.shape[1])
+    conf, idx = probs.topk(k, dim=1)
+
+    def write(p: Path) -> None:
+        with open(p, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "predicted", "confidence", f"top{k}"])
+            for path, c, i in zip(ds.paths, conf.tolist(), idx.tolist()):
+                top = ";".join(f"{clf.classnames[j]}:{pc:.4f}" for j, pc in zip(i, c))
+                w.writerow([path, clf.classnames[i[0]], f"{c[0]:.4f}", top])
+            for path, reason in ds.skipped:
+                w.writerow([path, "", "", f"skipped: {reason}"])
+
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(out_csv, write)
+    return out_csv

@@ -1,0 +1,71 @@
+"""Cache location, config hashing and atomic directory publishing for the testbed.
+
+Cached artefacts (the pre-trained checkpoint, the task folder) live under
+``<cache>/testbed/<kind>/<hash>/`` where the hash covers every field of the configs that produced
+them plus :data:`CODE_VERSION`, so a change to any knob, or to the generator code, produces a new
+folder instead of silently reusing a stale one. A folder is built under a temporary name and
+renamed into place, so readers never see a half-written artefact and two concurrent builders
+waste work but never corrupt each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from labelless.config import to_dict
+
+#: Bump when the world renderer, captioner, task builder or pre-training loop changes in a way
+#: that changes their outputs; it is part of every cache key.
+CODE_VERSION = "testbed-v1"
+
+
+def default_cache_dir() -> Path:
+    """``$LABELLESS_CACHE`` if set, else ``~/.cache/labelless``."""
+    env = os.environ.get("LABELLESS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "labelless"
+
+
+def config_hash(*configs: Any, version: str = CODE_VERSION, length: int = 16) -> str:
+    """A short sha256 of the JSON of ``configs`` (dataclasses or plain data) and ``version``."""
+    payload = json.dumps(
+        {"version": version, "configs": [to_dict(c) for c in configs]}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def publish_dir(final: Path, build: Callable[[Path], None]) -> bool:
+    """Build a directory atomically: ``build(tmp)`` fills a temporary sibling of ``final``,
+    which is then renamed to ``final``.
+
+    Returns False (and builds nothing) if ``final`` already exists; if another process publishes
+    ``final`` while we are building, ours is discarded and theirs is kept.
+    """
+    final = Path(final)
+    if final.exists():
+        return False
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.exists():
+                raise
+            return False
+        return True
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (UTF-8)."""
+    Path(path).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,178 @@
+"""``labelless describe-classes`` and ``labelless describe-images``: thin argparse wrappers.
+
+The lead's ``cli.py`` calls :func:`add_commands(subparsers)`; every command only parses flags,
+builds a backend and calls the library functions of :mod:`labelless.textgen.generate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from labelless.errors import ConfigError
+from labelless.textgen.backends import ENV_BASE_URL, ENV_MODEL, RetryPolicy, make_backend
+from labelless.textgen.cache import ReplyCache
+from labelless.textgen.generate import (
+    describe_classes,
+    describe_groups,
+    describe_images,
+    plan_groups,
+    read_pseudo_labels,
+    write_json,
+)
+from labelless.textgen.prompts import CUPL_QUESTIONS, GROUP_PROMPT, IMAGE_PROMPT, load_questions
+
+
+def _backend_flags(p: argparse.ArgumentParser, temperature: float, max_tokens: int) -> None:
+    g = p.add_argument_group("LLM / LMM backend")
+    g.add_argument("--backend", choices=("openai", "hf"), default="openai",
+                   help="openai: any OpenAI-compatible server (vLLM, Ollama, LM Studio, llama.cpp); "
+                   "hf: a local transformers image-text-to-text model")
+    g.add_argument("--llm-model", default=None,
+                   help=f"model name (server) or hub id/folder (hf); default ${ENV_MODEL}")
+    g.add_argument("--base-url", default=None,
+                   help=f"server URL, e.g. http://localhost:8000/v1; default ${ENV_BASE_URL}")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="name of the environment variable holding the API key (never logged)")
+    g.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    g.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/timeouts/bad replies")
+    g.add_argument("--backoff", type=float, default=1.0, help="first retry wait (doubles each time)")
+    g.add_argument("--temperature", type=float, default=temperature)
+    g.add_argument("--max-tokens", type=int, default=max_tokens)
+    g.add_argument("--workers", type=int, default=4, help="requests in flight (hf: forced to 1)")
+    g.add_argument("--device", default="auto", help="hf backend: cpu, cuda, auto")
+    g.add_argument("--dtype", default="auto", help="hf backend: auto, float16, bfloat16, float32")
+    g.add_argument("--cache", default=None,
+                   help="reply cache (JSONL); default <out>.cache.jsonl. Rerun to resume.")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+
+
+def _make_backend(args):
+    if args.backend == "openai":
+        return make_backend(
+            "openai", model=args.llm_model, base_url=args.base_url,
+            api_key=os.environ.get(args.api_key_env) or None, timeout=args.timeout,
+            temperature=args.temperature, max_tokens=args.max_tokens,
+            retry=RetryPolicy(max_retries=args.retries, backoff=args.backoff),
+        )
+    args.workers = 1
+    return make_backend("hf", model=args.llm_model or os.environ.get(ENV_MODEL, ""),
+                        device=args.device, dtype=args.dtype, max_new_tokens=args.max_tokens)
+
+
+def _cache(args, out: str) -> ReplyCache:
+    return ReplyCache(args.cache or f"{out}.cache.jsonl")
+
+
+def _report(report, what: str) -> None:
+    print(f"{what}: {report.summary()}")
+    if report.failures:
+        print(f"  {len(report.failures)} requests failed (recorded in the cache; rerun to retry them). "
+              f"First: {next(iter(report.failures.values()))}")
+
+
+def cmd_describe_classes(args) -> None:
+    from labelless.data.classes import parse_classes
+
+    classes = parse_classes(args.classes)
+    questions = load_questions(args.questions) if args.questions else CUPL_QUESTIONS
+    backend = _make_backend(args)
+    with _cache(args, args.out) as cache:
+        texts, report = describe_classes(
+            classes, backend, cache, questions=questions, samples=args.samples,
+            workers=args.workers, progress=args.progress,
+        )
+    missing = [c for c in classes if c not in texts]
+    write_json(args.out, texts)
+    _report(report, "class descriptions")
+    print(f"wrote {args.out} ({len(texts)} classes)"
+          + (f"; no description for {len(missing)}: {', '.join(missing[:5])}" if missing else ""))
+    print(f"use it with: --texts descriptions:path={args.out}")
+
+
+def _images(args) -> list[str]:
+    from labelless.data.images import scan_images
+
+    root = Path(args.images)
+    if not root.is_dir():
+        raise ConfigError(f"--images '{root}' is not a folder")
+    paths = [str(p) for p in scan_images(root)]
+    if not paths:
+        raise ConfigError(f"no image files under '{root}'")
+    return paths
+
+
+def cmd_describe_images(args) -> None:
+    if args.out is None and args.groups_out is None:
+        raise ConfigError("nothing to do: pass --out captions.json and/or --groups-out groups.json")
+    paths = _images(args)
+    root = str(Path(args.images))
+    backend = _make_backend(args)
+    if args.out:
+        with _cache(args, args.out) as cache:
+            caps, report = describe_images(
+                paths, backend, cache, domain=args.domain, prompt=args.prompt, root=root,
+                workers=args.workers, progress=args.progress,
+            )
+        write_json(args.out, caps)
+        _report(report, "image descriptions")
+        print(f"wrote {args.out} ({len(caps)} of {len(paths)} images)")
+    if args.groups_out:
+        if not args.pseudo_labels:
+            raise ConfigError(
+                "--groups-out needs --pseudo-labels (the CSV of `labelless predict` or a JSON "
+                "{image: class}) to group images that share a pseudo-label"
+            )
+        labels = read_pseudo_labels(args.pseudo_labels)
+        by_abs = {os.path.abspath(k if os.path.isabs(k) else os.path.join(root, k)): v
+                  for k, v in labels.items()}
+        keep = [p for p in paths if os.path.abspath(p) in by_abs]
+        if not keep:
+            raise ConfigError(f"no image under '{root}' has a pseudo-label in '{args.pseudo_labels}'")
+        groups = plan_groups(keep, [by_abs[os.path.abspath(p)] for p in keep],
+                             group_size=args.group_size, per_class=args.groups_per_class, seed=args.seed)
+        with _cache(args, args.groups_out) as cache:
+            doc, report = describe_groups(
+                groups, backend, cache, domain=args.domain, prompt=args.group_prompt,
+                collage_size=args.collage_size, root=root, workers=args.workers,
+                progress=args.progress,
+            )
+        write_json(args.groups_out, doc)
+        _report(report, "group descriptions")
+        print(f"wrote {args.groups_out} ({len(doc['groups'])} groups)")
+
+
+def add_commands(subparsers) -> None:
+    """Add ``describe-classes`` and ``describe-images`` to the ``labelless`` sub-parsers."""
+    dc = subparsers.add_parser(
+        "describe-classes",
+        help="CuPL-style class descriptions from an LLM -> {class: [sentences]} JSON",
+    )
+    dc.add_argument("--classes", required=True, help="class list file (one per line) or comma list")
+    dc.add_argument("--out", required=True, help="output JSON {class: [sentences]}")
+    dc.add_argument("--questions", default=None,
+                    help="JSON list of question templates with {c} (default: CuPL's 5 generic ones)")
+    dc.add_argument("--samples", type=int, default=10, help="answers per question (CuPL: 10)")
+    _backend_flags(dc, temperature=0.99, max_tokens=60)
+    dc.set_defaults(func=cmd_describe_classes)
+
+    di = subparsers.add_parser(
+        "describe-images",
+        help="LaTTe-CLIP image and group descriptions from an LMM -> captions/groups JSON",
+    )
+    di.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    di.add_argument("--domain", required=True, help="what the images show: car, flower, pet, texture ...")
+    di.add_argument("--out", default=None, help="image descriptions JSON {image_path: [caption]}")
+    di.add_argument("--prompt", default=IMAGE_PROMPT, help="image prompt ({domain} is filled)")
+    di.add_argument("--groups-out", default=None, help="group descriptions JSON")
+    di.add_argument("--pseudo-labels", default=None,
+                    help="CSV from `labelless predict` or JSON {image: class} used to form groups")
+    di.add_argument("--group-size", type=int, default=4, help="images per collage (LaTTe-CLIP: 4)")
+    di.add_argument("--groups-per-class", type=int, default=None,
+                    help="G random groups per class (default: one group per image, as LaTTe-CLIP)")
+    di.add_argument("--group-prompt", default=GROUP_PROMPT)
+    di.add_argument("--collage-size", type=int, default=672, help="collage side in pixels")
+    di.add_argument("--seed", type=int, default=0)
+    _backend_flags(di, temperature=0.0, max_tokens=77)
+    di.set_defaults(func=cmd_describe_images)

@@ -1,0 +1,232 @@
+"""LaTTe-CLIP mechanics: the pure functions against hand-computed values, one training step
+against an independent re-computation of the prototype update, which parameters train, the
+artifact round trip, the FLYP + pseudo-label baseline and the config errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labelless.engine import OptimConfig
+from labelless.errors import ConfigError
+from labelless.methods import latteclip as L
+from labelless.methods.base import FitContext, Runtime, load_classifier
+from labelless.scoring.latte import (
+    clip_contrastive_loss,
+    mix_texts,
+    mixer_weights,
+    momentum_update,
+    prototype_text,
+    prototype_update,
+)
+
+# ------------------------------------------------------------------------------ pure functions
+
+
+def test_mixer_weights_hand_computed():
+    P = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    t = torch.tensor([[[0.8, 0.6, 0.0], [0.6, 0.0, 0.8], [1.0, 0.0, 0.0]]])  # (1, 3, 3)
+    w = mixer_weights(t, 2 * P)  # prototypes are normalised inside
+    assert torch.allclose(w, torch.tensor([[0.8 - 0.6, 0.8 - 0.6, 1.0]]) + 1e-6)
+    w = mixer_weights(t, P, mask=torch.tensor([[True, False, True]]))
+    assert w[0, 1] == 0 and not w.requires_grad
+
+
+def test_mix_and_prototype_text():
+    t = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    w = torch.tensor([[3.0, 1.0]])
+    tb = mix_texts(t, w)
+    assert torch.allclose(tb, torch.tensor([[0.75, 0.25]]))  # not re-normalised
+    P = torch.tensor([[0.0, 1.0]])
+    assert torch.allclose(prototype_text(P, tb, 0.01), 0.99 * P + 0.01 * tb)
+
+
+def test_prototype_updates_match_formulas():
+    g = torch.Generator().manual_seed(0)
+    bank = F.normalize(torch.randn(4, 5, generator=g), dim=-1)
+    t = torch.randn(6, 5, generator=g)
+    y = torch.tensor([0, 0, 2, 2, 2, 3])
+    new = prototype_update(bank, t, y)
+    assert torch.allclose(new[0], F.normalize(t[:2].mean(0), dim=0))
+    assert torch.allclose(new[2], F.normalize(t[2:5].mean(0), dim=0))
+    assert torch.allclose(new[3], F.normalize(t[5], dim=0))
+    assert torch.equal(new[1], bank[1])  # absent class untouched
+    m = momentum_update(bank, t, y, 0.9)
+    assert torch.allclose(m[2], F.normalize(0.9 * bank[2] + 0.1 * t[2:5].mean(0), dim=0))
+    assert torch.allclose(momentum_update(bank, t, y, 0.0)[0], F.normalize(t[:2].mean(0), dim=0))
+    # the official update on mixed texts t = 0.99 P + 0.01 t_bar is the paper's EMA with mu = 0.99
+    mixed = prototype_text(bank[y], t, 0.01)
+    assert torch.allclose(prototype_update(bank, mixed, y), momentum_update(bank, t, y, 0.99), atol=1e-6)
+
+
+def test_clip_loss_hand_computed():
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    txt = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    s = 2.0
+    # row 0: logits [2, 2] -> CE = log 2; row 1: [0, 0] -> log 2; columns: [2, 0] target 0, [2, 0] target 1
+    col = 0.5 * ((math.log(1 + math.exp(-2))) + (math.log(1 + math.exp(2))))
+    expected = 0.5 * (math.log(2) + col)
+    assert abs(clip_contrastive_loss(img, txt, s).item() - expected) < 1e-6
+
+
+# ------------------------------------------------------------------------------ training mechanics
+
+
+def _texts_files(root: Path, folder: Path) -> tuple[Path, Path]:
+    caps = {}
+    for p in sorted(folder.rglob("*.png")):
+        caps[f"{p.parent.name}/{p.name}"] = [f"a {p.parent.name} square, image {p.stem[-1]}"]
+    groups = {"groups": [{"class": c, "caption": f"several {c} squares"} for c in ("red", "green", "blue")]
+              + [{"class": "red", "caption": "reddish things"}]}
+    (root / "caps.json").write_text(json.dumps(caps))
+    (root / "groups.json").write_text(json.dumps(groups))
+    return root / "caps.json", root / "groups.json"
+
+
+def _ctx(backbone, folder, out, **kw):
+    from labelless.data import build_dataset
+
+    ds = build_dataset(f"imagefolder:root={folder}")
+    cls = ds.classnames
+    return FitContext(
+        backbone=backbone, train=ds, classnames=cls,
+        texts={c: [f"a photo of a {c}.", f"a {c} thing."] for c in cls},
+        label_texts={c: [f"a photo of a {c}."] for c in cls},
+        rt=Runtime(device="cpu", batch_size=32, progress=False, cache_dir=None), out_dir=out, **kw,
+    )
+
+
+def test_training_step_prototype_update_equals_formula(tiny_backbone, colour_folder, tmp_path):
+    caps, groups = _texts_files(tmp_path, colour_folder)
+    cfg = L.LatteCLIPConfig(captions=str(caps), groups=str(groups), optim=OptimConfig(batch_size=6, epochs=1))
+    ctx = _ctx(tiny_backbone, colour_folder, tmp_path / "run")
+    tr = L.LatteCLIP(cfg).build_trainer(ctx)
+    assert all(c is not None for c in tr.captions)
+    # make the mixer snapshot differ from the current bank, as later in an epoch
+    ds = tr.dataset_for_epoch(0)
+    tr.bank = F.normalize(tr.bank + 0.3 * torch.randn_like(tr.bank), dim=-1)
+    batch = torch.utils.data.default_collate([ds[i] for i in (0, 4, 7, 12, 13, 17)])
+    bank0, mix0 = tr.bank.clone(), tr.mixer_bank.clone()
+
+    # independent re-computation (no grad) of what the step must do
+    with torch.no_grad():
+        img = tiny_backbone.encode_image(batch["views"]["train"][:, 0]).embeds
+        y_ft = (img @ bank0.T).argmax(-1)
+        y_zs = tr.zs_labels[batch["index"]]
+        ts, ys = [], []
+        for y in (y_ft, y_zs):
+            for b, i in enumerate(batch["index"].tolist()):
+                strings = [tr.class_prompts[int(y[b])], tr.captions[i], tr.group_text(i, int(y_zs[b]))]
+                e = tiny_backbone.encode_text(strings)  # (3, d)
+                top = (e @ mix0.T).topk(2, dim=-1).values
+                w = top[:, 0] - top[:, 1] + 1e-6
+                tbar = (w[:, None] * e).sum(0) / w.sum()
+                ts.append(0.99 * bank0[int(y[b])] + 0.01 * tbar)
+                ys.append(int(y[b]))
+        expected = bank0.clone()
+        for c in set(ys):
+            expected[c] = F.normalize(torch.stack([t for t, k in zip(ts, ys) if k == c]).mean(0), dim=0)
+
+    out = tr.training_step(batch, 0)
+    assert torch.allclose(tr.bank, expected, atol=1e-5)
+    assert torch.equal(tr.mixer_bank, mix0)  # the snapshot only moves at epoch starts
+    assert out["loss"].requires_grad and {"loss_ft", "loss_zs"} <= set(out)
+    out["loss"].backward()
+    grads = {n for n, p in tiny_backbone.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith("visual.") for n in grads)  # image tower
+    assert "token_embedding.weight" in grads or any(n.startswith("transformer.") for n in grads)  # text tower
+    assert "logit_scale" in grads
+
+
+def test_without_mixer_uses_equal_weights(tiny_backbone, colour_folder, tmp_path):
+    caps, groups = _texts_files(tmp_path, colour_folder)
+    cfg = L.LatteCLIPConfig(captions=str(caps), groups=str(groups), mixer=False, loss_ft=0.0)
+    tr = L.LatteCLIP(cfg).build_trainer(_ctx(tiny_backbone, colour_folder, tmp_path / "r"))
+    ds = tr.dataset_for_epoch(0)
+    batch = torch.utils.data.default_collate([ds[i] for i in (1, 8)])
+    rows = tr.branch_texts(tr.zs_labels[batch["index"]], batch["index"].tolist(), tr.zs_labels[batch["index"]].tolist())
+    with torch.no_grad():
+        strings = [s for r in rows for s in r]
+        emb, index = tr.encode_strings(strings)
+        t, tbar = tr.mixed(rows, emb, index, tr.zs_labels[batch["index"]])
+        e = tiny_backbone.encode_text(rows[0])
+    assert torch.allclose(tbar[0], e.mean(0), atol=1e-6)
+    out = tr.training_step(batch, 0)
+    assert "loss_ft" not in out and "loss_zs" in out
+
+
+def test_only_selected_parameters_change_and_artifact_round_trip(tiny_backbone, colour_folder, tmp_path):
+    caps, groups = _texts_files(tmp_path, colour_folder)
+    cfg = L.LatteCLIPConfig(
+        captions=str(caps), groups=str(groups), trainable=("visual_ln",), train_logit_scale=False,
+        optim=OptimConfig(lr=1e-2, epochs=2, batch_size=8, weight_decay=0.0),
+    )
+    before = {n: p.detach().clone() for n, p in tiny_backbone.model.named_parameters()}
+    ctx = _ctx(tiny_backbone, colour_folder, tmp_path / "run")
+    fit = L.LatteCLIP(cfg).fit(ctx)
+    changed = {n for n, p in tiny_backbone.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= set(tiny_backbone.resolve_params(["visual_ln"]))
+    assert set(fit.tuned) == set(tiny_backbone.resolve_params(["visual_ln"]))
+    assert len(fit.history) == 2 and {"loss", "pl_acc_ft", "pl_acc_zs"} <= set(fit.history[0])
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    # artifact: save, reload on a fresh base backbone, same logits
+    rt = Runtime(device="cpu", progress=False, cache_dir=str(tmp_path / "cache"))
+    logits = fit.classifier.predict(tiny_backbone, ctx.train, rt)
+    fit.classifier.save(tmp_path / "art", tiny_backbone, fit.tuned)
+    from labelless.backbones import load_backbone
+
+    clf, bb = load_classifier(tmp_path / "art", backbone=load_backbone(tiny_backbone.spec))
+    assert clf.kind == "latteclip" and torch.allclose(clf.predict(bb, ctx.train, rt), logits, atol=1e-5)
+
+
+def test_resume_restores_prototypes(tiny_backbone, colour_folder, tmp_path):
+    caps, groups = _texts_files(tmp_path, colour_folder)
+    cfg = L.LatteCLIPConfig(captions=str(caps), groups=str(groups),
+                            optim=OptimConfig(lr=1e-3, epochs=1, batch_size=9))
+    first = L.LatteCLIP(cfg).fit(_ctx(tiny_backbone, colour_folder, tmp_path / "b"))
+    bank0 = first.classifier.prototypes
+    # the checkpoint carries the prototype bank: resuming the finished run restores it
+    again = L.LatteCLIP(cfg).fit(_ctx(tiny_backbone, colour_folder, tmp_path / "b", resume=True))
+    assert torch.equal(again.classifier.prototypes, bank0)
+    init = L.LatteCLIP(cfg).build_trainer(_ctx(tiny_backbone, colour_folder, tmp_path / "c")).bank
+    assert not torch.allclose(init, bank0)  # training moved the prototypes
+
+
+def test_flyp_pl_trains_both_towers(tiny_backbone, colour_folder, tmp_path):
+    before = {n: p.detach().clone() for n, p in tiny_backbone.model.named_parameters()}
+    cfg = L.FlypPLConfig(optim=OptimConfig(lr=1e-3, epochs=1, batch_size=9))
+    fit = L.FlypPL(cfg).fit(_ctx(tiny_backbone, colour_folder, tmp_path / "f"))
+    changed = {n for n, p in tiny_backbone.model.named_parameters() if not torch.equal(p, before[n])}
+    assert any(n.startswith("visual.") for n in changed) and any(n.startswith("transformer.") for n in changed)
+    assert fit.classifier.prototypes.shape == (3, tiny_backbone.embed_dim)
+    assert "pl_acc" in fit.history[0]
+
+
+def test_config_errors(tmp_path, tiny_backbone, colour_folder):
+    with pytest.raises(ConfigError, match="captions"):
+        L.LatteCLIPConfig(groups="g.json")
+    with pytest.raises(ConfigError, match="groups"):
+        L.LatteCLIPConfig(captions="c.json")
+    with pytest.raises(ConfigError, match="at least one"):
+        L.LatteCLIPConfig(use_class=False, use_image=False, use_group=False)
+    with pytest.raises(ConfigError, match="not both 0"):
+        L.LatteCLIPConfig(use_image=False, use_group=False, loss_ft=0, loss_zs=0)
+    L.LatteCLIPConfig(use_image=False, use_group=False)  # Table 2 row 3: class text only
+    (tmp_path / "c.json").write_text(json.dumps({"elsewhere/x.png": ["a"]}))
+    (tmp_path / "g.json").write_text(json.dumps({"groups": [{"class": "purple", "caption": "x"}]}))
+    ctx = _ctx(tiny_backbone, colour_folder, tmp_path / "r")
+    with pytest.raises(ConfigError, match="matches any"):
+        L.LatteCLIP(L.LatteCLIPConfig(captions=str(tmp_path / "c.json"), use_group=False)).build_trainer(ctx)
+    with pytest.raises(ConfigError, match="purple"):
+        L.LatteCLIP(L.LatteCLIPConfig(groups=str(tmp_path / "g.json"), use_image=False)).build_trainer(ctx)
+
+
+def test_registered():
+    from labelless.registry import CLASSIFIERS, METHODS
+
+    assert "latteclip" in METHODS and "flyp-pl" in METHODS and "latteclip" in CLASSIFIERS

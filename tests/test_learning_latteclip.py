@@ -1,15 +1,20 @@
 """LaTTe-CLIP learns on the testbed (pre-trained tiny CLIP, fine-grained task, SIMULATED
-captions): it beats zero-shot, and with image + group captions it beats the class-text-only
-variant (Table 2 row 3). Hyper-parameters were chosen on the val split only; the asserted
-numbers are on val too (the test split stays untouched)."""
+captions): after label-free fine-tuning it beats zero-shot with the class descriptions.
+
+The testbed's class names are opaque words, so the class texts that carry meaning are the
+descriptions: they are the label texts here (prototype initialisation and the label text of the
+mixer), the analogue of "a photo of a {c}." with a real class name. Hyper-parameters were chosen
+on the val split only (lr 3e-5 / 1e-4 / 3e-4 x 8 epochs: 51.8 / 51.8 / 51.4 val top-1 against 44.8
+zero-shot); the assertion is on the test split. The paper's Table 2 claim that image and group
+captions help over class texts alone did NOT hold reliably on the testbed (val: +1.4, +0.8, -2.6
+at those learning rates; the mixer gives the texts a 1% share, alpha = 0.01), so it is not asserted.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-import pytest
 import torch
 
 from labelless.backbones import load_backbone
@@ -18,68 +23,38 @@ from labelless.engine import OptimConfig
 from labelless.methods import latteclip as L
 from labelless.methods.base import FitContext, Runtime
 from labelless.methods.zeroshot import encode_texts
-from labelless.textgen import plan_groups
 
-#: chosen on val (see the final report of issue 6); small model, so a larger lr than ViT-B-32's 1e-7
-OPTIM = dict(lr=1e-4, epochs=4, batch_size=64, weight_decay=0.2, no_decay="1d", betas=(0.9, 0.98),
+#: chosen on val; small model, so a larger lr than ViT-B-32's 1e-7
+OPTIM = dict(lr=1e-4, epochs=8, batch_size=64, weight_decay=0.2, no_decay="1d", betas=(0.9, 0.98),
              eps=1e-6, warmup_steps=5)
-
-
-@pytest.fixture(scope="module")
-def bed(tmp_path_factory):
-    from labelless.testbed import ensure_testbed, group_captions
-
-    tb = ensure_testbed(progress=False)
-    task = tb.task
-    train = read_zhou_split(task.split_json, task.images_dir, "train", name="testbed")
-    val = read_zhou_split(task.split_json, task.images_dir, "val", name="testbed")
-    classnames = list(train.classnames)
-    descriptions = json.loads(task.descriptions_json.read_text())
-    root = tmp_path_factory.mktemp("latte")
-    # zero-shot pseudo-labels of the frozen model group the images (as `labelless predict` would)
-    ctx = _ctx(tb.spec, train, classnames, descriptions, root / "zs")
-    zs, _ = L.zero_shot_labels(ctx)
-    rel = [str(Path(p).relative_to(task.images_dir)) for p in train.paths]
-    groups = plan_groups(rel, [classnames[int(k)] for k in zs], group_size=4, per_class=None, seed=0)
-    caps = group_captions(task, [g["images"] for g in groups])
-    doc = {"groups": [{**g, "caption": c} for g, c in zip(groups, caps)]}
-    (root / "groups.json").write_text(json.dumps(doc))
-    return {"tb": tb, "train": train, "val": val, "classnames": classnames, "desc": descriptions,
-            "root": root, "groups": root / "groups.json", "captions": task.captions_json}
-
-
-def _ctx(spec, train, classnames, descriptions, out):
-    return FitContext(
-        backbone=load_backbone(spec), train=train, classnames=classnames, texts=descriptions,
-        label_texts={c: [f"a photo of a {c}."] for c in classnames},
-        rt=Runtime(device="cpu", batch_size=128, progress=False, cache_dir=None, seed=0), out_dir=out,
-    )
 
 
 def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * (logits.argmax(-1) == labels).float().mean().item()
 
 
-def _fit(bed, name: str, **params) -> float:
-    ctx = _ctx(bed["tb"].spec, bed["train"], bed["classnames"], bed["desc"], bed["root"] / name)
-    cfg = L.LatteCLIPConfig(captions=str(bed["captions"]), groups=str(bed["groups"]),
-                            optim=OptimConfig(**OPTIM), **params)
-    fit = L.LatteCLIP(cfg).fit(ctx)
-    return _acc(fit.classifier.predict(ctx.backbone, bed["val"], ctx.rt), bed["val"].labels)
+def test_latteclip_beats_zero_shot_with_descriptions(tmp_path):
+    from labelless.testbed import ensure_testbed
+    from labelless.testbed.groups import write_group_captions
 
-
-def test_latteclip_beats_zero_shot_and_captions_help(bed):
     t0 = time.time()
-    ctx = _ctx(bed["tb"].spec, bed["train"], bed["classnames"], bed["desc"], bed["root"] / "z")
-    clf = L.PrototypeTextClassifier(bed["classnames"], ctx.backbone.spec, {},
-                                    encode_texts(ctx.backbone, ctx.label_texts).mean_embeddings())
-    zs_label = _acc(clf.predict(ctx.backbone, bed["val"], ctx.rt), bed["val"].labels)
-    clf.prototypes = encode_texts(ctx.backbone, bed["desc"]).mean_embeddings()
-    zs_desc = _acc(clf.predict(ctx.backbone, bed["val"], ctx.rt), bed["val"].labels)
-    full = _fit(bed, "full")
-    class_only = _fit(bed, "class-only", use_image=False, use_group=False)
-    print(f"\nval top-1: zero-shot label prompt {zs_label:.1f}, zero-shot descriptions {zs_desc:.1f}, "
-          f"LaTTe-CLIP class-only {class_only:.1f}, LaTTe-CLIP class+image+group {full:.1f} "
-          f"({time.time() - t0:.0f}s)")
-    assert full > zs_label + 3.0
-    assert full > class_only + 1.0
+    tb = ensure_testbed(progress=False)
+    task = tb.task
+    train = read_zhou_split(task.split_json, task.images_dir, "train", name="testbed")
+    test = read_zhou_split(task.split_json, task.images_dir, "test", name="testbed")
+    classnames = list(train.classnames)
+    descriptions = json.loads(task.descriptions_json.read_text())
+    groups = write_group_captions(tb, tmp_path / "groups.json")
+    ctx = FitContext(
+        backbone=load_backbone(tb.spec), train=train, classnames=classnames, texts=descriptions,
+        label_texts=descriptions, rt=Runtime(device="cpu", batch_size=128, progress=False, cache_dir=None, seed=0),
+        out_dir=tmp_path / "latte",
+    )
+    zs = L.PrototypeTextClassifier(classnames, ctx.backbone.spec, {},
+                                   encode_texts(ctx.backbone, descriptions).mean_embeddings())
+    zs_acc = _acc(zs.predict(ctx.backbone, test, ctx.rt), test.labels)
+    cfg = L.LatteCLIPConfig(captions=str(task.captions_json), groups=str(groups), optim=OptimConfig(**OPTIM))
+    fit = L.LatteCLIP(cfg).fit(ctx)
+    acc = _acc(fit.classifier.predict(ctx.backbone, test, ctx.rt), test.labels)
+    print(f"\ntest top-1: zero-shot descriptions {zs_acc:.1f}, LaTTe-CLIP {acc:.1f} ({time.time() - t0:.0f}s)")
+    assert acc > zs_acc + 3.0

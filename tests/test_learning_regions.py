@@ -1,7 +1,9 @@
 """Learning test of the region probe on the in-project testbed (pre-trained tiny CLIP).
 
-The probe's defaults are provisional (to be chosen on the testbed's val split, never test); the
-assertions below are on the test split. Features are extracted once per module (train + test, global + 16 crops).
+The probe's own defaults (pseudo_source, head_init) were chosen on the testbed's val split, never
+test; the assertions below are on the test split. Features are extracted once per module (train +
+test, global + 16 crops). On this testbed the all-region average beats top-k selection (see the
+module docstring of ``labelless.methods.region_probe``), so no test claims the opposite.
 """
 
 from __future__ import annotations
@@ -57,10 +59,19 @@ def test_label_free_probe_beats_zero_shot(testbed):
     assert probe > zero_shot + 2.0, (probe, zero_shot)
 
 
-def test_topk_crops_beat_all_region_average(testbed):
-    topk = _acc(testbed)
-    average = _acc(testbed, scoring="average")
-    assert topk > average + 1.0, (topk, average)
+def test_region_features_beat_the_global_view_alone(testbed):
+    regions = _acc(testbed)
+    global_only = _acc(testbed, scoring="global_linear")
+    assert regions > global_only + 2.0, (regions, global_only)
+
+
+def test_oracle_region_target_beats_pseudo_label_target(testbed):
+    # the paper's Table 2 protocol (true labels train the head, NOT label-free): scoring the
+    # regions against the true class finds the discriminative ones far better than against the
+    # global pseudo-label
+    pseudo_target = _acc(testbed, labels="true", head_init="random")
+    oracle = _acc(testbed, labels="true", head_init="random", target="true")
+    assert oracle > pseudo_target + 5.0, (oracle, pseudo_target)
 
 
 def test_training_labels_never_leak_into_label_free_fit(testbed):

@@ -99,6 +99,11 @@ class CoFTConfig:
 
     text_source: [O] which texts give the zero-shot pseudo-labels: ``label_texts`` (hand-crafted
         templates: CoFT) or ``texts`` (the run's text source, LLM descriptions: CoFT+ [P]).
+    prompt_class_text: [O] what fills the class slot of the learnable prompts ``[ctx] <class>``:
+        ``name`` (the class name: CoOp/DeFT [D]) or ``text`` (the first sentence of the class's
+        zero-shot texts, i.e. of ``text_source``; with LLM descriptions this is one reading of
+        CoFT+'s "LLM-generated prompts" [P], and the only informative choice when class names
+        are opaque words, as on the testbed).
     logit_scale: [D] the cosine-logit scale; None = the backbone's own ``exp(logit_scale)``
         (100 for OpenAI CLIP, as in DeFT).
     n_ctx: [D] learnable context tokens per prompt (16).
@@ -142,6 +147,7 @@ class CoFTConfig:
     """
 
     text_source: Literal["label_texts", "texts"] = "label_texts"
+    prompt_class_text: Literal["name", "text"] = "name"
     logit_scale: float | None = None
     n_ctx: int = 16
     ctx_init: str | None = None
@@ -176,6 +182,8 @@ class CoFTConfig:
     def __post_init__(self):
         if self.text_source not in ("label_texts", "texts"):
             raise ConfigError(f"text_source must be label_texts or texts, got {self.text_source!r}")
+        if self.prompt_class_text not in ("name", "text"):
+            raise ConfigError(f"prompt_class_text must be name or text, got {self.prompt_class_text!r}")
         if self.phase1_select not in ("top_frac", "all"):
             raise ConfigError(f"phase1_select must be top_frac or all, got {self.phase1_select!r}")
         if not 0 < self.phase1_top_frac <= 1:
@@ -508,6 +516,9 @@ class CoFTBase(Method):
         # zero-shot pseudo-labels [O: CoFT's starting labels; P: LLM texts for CoFT+]
         texts = ctx.label_texts if cfg.text_source == "label_texts" else ctx.texts
         text_embeds = F.normalize(encode_texts(bb, texts).mean_embeddings().float(), dim=-1).to(bb.device)
+        prompt_classes = list(ctx.classnames)
+        if cfg.prompt_class_text == "text":
+            prompt_classes = [texts[c][0].rstrip(". ") for c in ctx.classnames]
         base = _features(bb, train, rt, tokens=cfg.head_feature == "cls", cache=True)
         zs_logits = scale * base.embeds[:, 0].to(bb.device) @ text_embeds.T
         probs = zs_logits.softmax(dim=1).cpu()
@@ -531,7 +542,7 @@ class CoFTBase(Method):
             sel_idx = sel.nonzero().squeeze(1)
             rinfo = {"round": r + 1, "pseudo": selection_stats(torch.ones(N, dtype=torch.bool), pseudo, truth),
                      "phase1_selected": selection_stats(sel, pseudo, truth)}
-            p1 = Phase1(bb, cfg, ctx.classnames, pseudo, sel_idx, truth, scale, text_embeds,
+            p1 = Phase1(bb, cfg, prompt_classes, pseudo, sel_idx, truth, scale, text_embeds,
                         seed=rt.seed + 1000 * r, n_train=N, cls_norm=cls_norm)
             loop = TrainLoop(p1, _view_dataset(train, sel_idx, views, rt.seed + r), cfg.phase1,
                              rdir / "phase1", seed=rt.seed + r, num_workers=rt.num_workers, progress=rt.progress)

@@ -47,6 +47,59 @@ class ToyMethod:
         return {"loss": ce + fair, "ce": ce, "fair": fair}
 
 
+#: a few steps of each method with a batch-level statistic, on the tiny random model
+METHOD_PARAMS = {
+    "fair": {"n_crops": 2, "k": 1, "randaug_n": 0, "optim": {"lr": 1e-2, "min_lr": 0.0}},
+    "flyp-pl": {"trainable": ["visual_ln", "text_ln"], "optim": {"lr": 1e-2, "warmup_steps": 0}},
+    "latteclip": {"trainable": ["visual_ln", "text_ln"], "use_group": False, "optim": {"lr": 1e-2, "warmup_steps": 0}},
+    # phase 1 runs past its warm-up epoch so the clean-sample gate is in play
+    "coft+": {"n_ctx": 2, "vpt_tokens": 2, "rounds": 1, "moco_queue": 8, "warmup_epochs": 1,
+              "phase1": {"epochs": 2}, "phase2": {"epochs": 1}, "optim": {}},
+}
+
+
+def method_main(method: str, out: str, batch_size: int, epochs: int, data: str) -> None:
+    """A few steps of ``method`` (tiny random model, colour folder); its batch-level statistics
+    (fairness mean, weight normalisation, contrastive negatives, prototype updates) must be
+    gathered across ranks for the two launches to agree."""
+    import json
+
+    from labelless.backbones import load_backbone
+    from labelless.config import from_dict
+    from labelless.data import build_dataset
+    from labelless.methods.base import FitContext, Runtime
+    from labelless.registry import METHODS
+
+    init_from_env("cpu")
+    backbone = load_backbone("openclip:labelless-tiny:random")  # seeded: identical on every rank
+    train = build_dataset(f"imagefolder:root={data}")
+    names = list(train.classnames)
+    texts = {c: [f"a photo of something {c}.", f"a {c} square."] for c in names}
+    params = json.loads(json.dumps(METHOD_PARAMS[method]))
+    if method.startswith("coft"):
+        params.pop("optim")
+        for phase in ("phase1", "phase2"):
+            params[phase].update({"batch_size": batch_size})
+    else:
+        params["optim"].update({"epochs": epochs, "batch_size": batch_size})
+    if method == "latteclip":
+        captions = Path(out) / "captions.json"
+        captions.parent.mkdir(parents=True, exist_ok=True)
+        captions.write_text(json.dumps({p: [f"an image number {i}"] for i, p in enumerate(train.paths)}))
+        params["captions"] = str(captions)
+    cls = METHODS.get(method)
+    ctx = FitContext(backbone=backbone, train=train, classnames=names, texts=texts, label_texts=texts,
+                     rt=Runtime(device="cpu", progress=False, seed=0, cache_dir=None), out_dir=Path(out) / "run")
+    m = cls(from_dict(cls.Config, params))
+    fit = m.fit(ctx)
+    if is_main():
+        state = {**fit.tuned, **{f"classifier.{k}": v for k, v in fit.classifier.tensors().items()}}
+        for p1 in getattr(m, "phase1_models", []):  # CoFT's phase-1 prompts, VPT tokens and head
+            for part in ("prompts", "adapter", "head"):
+                state.update({f"phase1.{part}.{k}": v for k, v in getattr(p1, part).state_dict().items()})
+        torch.save({k: v.detach().clone() for k, v in state.items()}, Path(out) / "params.pt")
+
+
 def main(out: str, batch_size: int, steps_epochs: int) -> None:
     init_from_env("cpu")
     method = ToyMethod()
@@ -59,4 +112,7 @@ def main(out: str, batch_size: int, steps_epochs: int) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] in METHOD_PARAMS:
+        method_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        sys.exit(0)
     main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

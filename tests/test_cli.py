@@ -292,3 +292,33 @@ def test_eurosat_wca_with_tiny_model(capsys, tmp_path, shared_data):
     assert np.array(r["metrics"]["confusion"]).sum() == 8100
     assert 0 <= r["metrics"]["top1"] <= 100
     print(f"eurosat test split, WCA 8 crops, tiny model: {time.time() - t0:.1f}s")
+
+
+QUICK = {  # minimal settings: a plumbing run on real images, not a result
+    "fair": ["--set", "optim.epochs=1", "--set", "optim.batch_size=8", "--set", "n_crops=2", "--set", "k=1"],
+    "region-probe": ["--set", "n_regions=4", "--set", "epochs=2"],
+    "coft": ["--set", "n_ctx=2", "--set", "vpt_tokens=2", "--set", "phase1.epochs=1", "--set", "phase1.batch_size=8",
+             "--set", "phase2.epochs=1", "--set", "phase2.batch_size=8"],
+    "coft+": ["--set", "n_ctx=2", "--set", "vpt_tokens=2", "--set", "phase1.epochs=1", "--set", "phase1.batch_size=8",
+              "--set", "phase2.epochs=1", "--set", "phase2.batch_size=8", "--set", "moco_queue=16"],
+}
+
+
+@pytest.mark.parametrize("method", list(QUICK))
+def test_adapt_on_eurosat_with_tiny_model(capsys, tmp_path, shared_data, method):
+    root = shared_data / "eurosat"
+    desc = shared_data / "text" / "wca" / "prompts" / "eurosat" / "cupl.json"
+    if not (root / "split_zhou_EuroSAT.json").is_file() or not desc.is_file():
+        pytest.skip("EuroSAT or the WCA descriptions are not in ../shared/data")
+    run = tmp_path / method
+    rc, out, err = cli(capsys, "adapt", "--method", method, "--model", TINY, "--no-progress",
+                       "--data", f"eurosat:root={root},split=train,limit=40",
+                       "--eval-data", f"eurosat:root={root},split=test,limit=30",
+                       "--texts", f"descriptions:path={desc},aliases=eurosat-wca", "--out", run,
+                       "--cache-dir", tmp_path / "cache", *QUICK[method])
+    assert rc == 0, err
+    r = _results(run)
+    assert r["method"] == method
+    assert r["data"]["n"] == 30 and r["data"]["num_classes"] == 10
+    assert np.array(r["metrics"]["confusion"]).sum() == 30
+    assert (run / "classifier").is_dir()

@@ -551,3 +551,19 @@ def test_importing_data_registers_without_warnings():
         warnings.simplefilter("error")
         import labelless.data  # noqa: F401
     assert "eurosat" in DATASETS
+
+
+def test_limit_option_takes_a_fixed_subset_of_any_data_set(tmp_path):
+    from conftest import make_colour_folder
+
+    root = make_colour_folder(tmp_path / "imgs", per_class=6)
+    full = build_dataset(f"imagefolder:root={root}")
+    a = build_dataset(f"imagefolder:root={root},limit=7")
+    b = build_dataset(f"imagefolder:root={root},limit=7")
+    assert len(full) == 18 and len(a) == 7
+    assert a.paths == b.paths and set(a.paths) < set(full.paths)
+    assert a.paths == [p for p in full.paths if p in set(a.paths)]  # data set order kept
+    assert len(build_dataset(f"imagefolder:root={root},limit=100")) == 18
+    for bad in ("0", "x"):
+        with pytest.raises(DataError, match="limit must be a positive integer"):
+            build_dataset(f"imagefolder:root={root},limit={bad}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,3 +44,49 @@ def test_two_processes_equal_one_process_with_double_batch(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     # one checkpoint and one log, written by rank 0 only
     assert (multi / "run" / "checkpoint.pt").exists() and (multi / "run" / "train_log.csv").exists()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+@pytest.mark.parametrize("method", ["fair", "flyp-pl", "latteclip", "coft+"])
+def test_method_two_processes_equal_one_process_with_double_batch(tmp_path, method):
+    from conftest import make_colour_folder
+
+    data = make_colour_folder(tmp_path / "data", per_class=4)  # 12 images: 3 global batches of 4
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    subprocess.run([sys.executable, str(WORKER), method, str(single), "4", "1", str(data)], check=True,
+                   env=_env(), timeout=300)
+    subprocess.run(
+        _torchrun() + ["--standalone", "--nproc_per_node", "2", str(WORKER), method, str(multi), "2", "1", str(data)],
+        check=True, env=_env(), timeout=300,
+    )
+    a = torch.load(single / "params.pt")
+    b = torch.load(multi / "params.pt")
+    assert a.keys() == b.keys() and any(k.startswith("visual.") for k in a)
+    from labelless.registry import METHODS
+
+    assert METHODS.get(method).ddp_exact
+    from labelless.backbones import load_backbone
+
+    start = dict(load_backbone("openclip:labelless-tiny:random").model.named_parameters())
+    assert any(not torch.allclose(a[k], start[k]) for k in a if k in start), f"{method} did not train"
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_cli_adapt_under_torchrun_writes_one_run(tmp_path):
+    from conftest import TINY, make_colour_folder
+
+    data = make_colour_folder(tmp_path / "data", per_class=4)
+    out = tmp_path / "run"
+    args = ["adapt", "--method", "fair", "--model", TINY, "--data", f"imagefolder:root={data}",
+            "--out", str(out), "--no-progress", "--no-cache", "--device", "cpu",
+            "--set", "n_crops=2", "--set", "k=1", "--set", "randaug_n=0",
+            "--set", "optim.epochs=1", "--set", "optim.batch_size=2"]
+    proc = subprocess.run(_torchrun() + ["--standalone", "--nproc_per_node", "2", "-m", "labelless.cli", *args],
+                          env=_env(), timeout=300, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("results: ") == 1  # rank 0 alone writes the results
+    rec = json.loads((out / "results.json").read_text())
+    assert rec["method"] == "fair" and rec["data"]["n"] == 12
+    assert (out / "classifier").is_dir() and (out / "checkpoint.pt").exists()

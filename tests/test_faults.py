@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, make_colour_folder
 from PIL import Image
 from safetensors.torch import load_file
 
 from labelless.cli import main
 from labelless.engine import load_checkpoint
 from labelless.errors import LabellessError
-
-from conftest import TINY, make_colour_folder
 
 ADAPT = [
     "adapt", "--method", "flyp-pl", "--model", TINY, "--no-progress", "--no-cache",

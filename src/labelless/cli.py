@@ -93,9 +93,16 @@ def cmd_zeroshot(args) -> None:
 
 
 def cmd_adapt(args) -> None:
+    from labelless.engine.distributed import init_from_env
     from labelless.runner import run
 
+    # under torchrun: join the process group (NCCL on GPUs, gloo on CPUs) and use this rank's
+    # device; a plain launch is one process and this is a no-op
+    info = init_from_env(args.device)
     cfg = _run_config(args, args.method, {})
+    if info.world_size > 1:
+        cfg.runtime.device = info.device
+        cfg.runtime.progress = cfg.runtime.progress and info.is_main
     run(cfg, resume=args.resume)
 
 

@@ -42,32 +42,27 @@ DEMO_RUNS: list[DemoRun] = [
     DemoRun("region probe (label-free)", "region-probe", label_texts="testbed:what=descriptions",
             note="16 crops, soft margin, top-5, linear probe on pseudo-labels"),
     DemoRun("FAIR", "fair", label_texts="testbed:what=descriptions",
-            params={"n_crops": 8, "k": 4, "randaug_n": 0,
+            params={"n_crops": 16, "k": 8, "randaug_n": 0,
                     "optim": {"lr": 1e-3, "min_lr": 0.0, "epochs": 3, "batch_size": 32}},
             note="LayerNorm self-training with learned anchors over top-k crops"),
+    DemoRun("FAIR w/o LAS", "fair", label_texts="testbed:what=descriptions",
+            params={"ablation": "no_las", "n_crops": 16, "k": 8, "randaug_n": 0,
+                    "optim": {"lr": 1e-3, "min_lr": 0.0, "epochs": 3, "batch_size": 32}},
+            note="FAIR's ablation: fixed description embeddings label the crops"),
     DemoRun("LaTTe-CLIP", "latteclip", label_texts="testbed:what=descriptions",
-            params={"captions": "{testbed.captions}", "groups": "{testbed.groups}",
+            params={"captions": "testbed", "groups": "testbed",
                     "optim": {"lr": 1e-4, "epochs": 8, "batch_size": 64, "warmup_steps": 5}},
             note="prototypes + SIMULATED image/group captions, both towers"),
+    DemoRun("FLYP + pseudo-labels", "flyp-pl", label_texts="testbed:what=descriptions",
+            params={"optim": {"lr": 1e-4, "epochs": 8, "batch_size": 64, "warmup_steps": 5}},
+            note="LaTTe-CLIP's baseline, LaTTe-CLIP's settings (not tuned separately)"),
+    DemoRun("CoFT", "coft", label_texts="testbed:what=descriptions",
+            params={"n_ctx": 4, "vpt_tokens": 4, "head_init": "zeroshot", "text_source": "texts",
+                    "prompt_class_text": "text", "phase1_top_frac": 0.2,
+                    "phase1": {"epochs": 5, "batch_size": 32},
+                    "phase2": {"epochs": 5, "batch_size": 32, "lr": 0.003}},
+            note="dual prompts + VPT on confident samples, then full fine-tuning"),
 ]
-
-
-def _resolve(params: dict, out_dir: Path) -> dict:
-    """Fill the ``{testbed.captions}`` / ``{testbed.groups}`` placeholders of demo params."""
-    needs = {v for v in params.values() if isinstance(v, str) and v.startswith("{testbed.")}
-    if not needs:
-        return params
-    from labelless.testbed import ensure_testbed
-    from labelless.testbed.groups import write_group_captions
-
-    tb = ensure_testbed()
-    paths = {"{testbed.captions}": str(tb.task.captions_json)}
-    if "{testbed.groups}" in needs:
-        groups = out_dir / "testbed-groups.json"
-        if not groups.exists():
-            write_group_captions(tb, groups)
-        paths["{testbed.groups}"] = str(groups)
-    return {k: paths.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
 
 
 def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = None) -> list[dict]:
@@ -91,7 +86,7 @@ def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = No
             cfg = RunConfig(
                 method=entry.method, model="testbed", data="testbed:split=train",
                 eval_data="testbed:split=test", texts=entry.texts, label_texts=entry.label_texts,
-                out=str(run_dir), seed=rt.seed, params=_resolve(dict(entry.params), out_dir), runtime=rt,
+                out=str(run_dir), seed=rt.seed, params=dict(entry.params), runtime=rt,
             )
             run(cfg)
         rec = load_results(results)
@@ -112,6 +107,6 @@ def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = No
     print("\nTestbed, inductive (adapt on unlabeled train, evaluate on test):\n" + table)
     (out_dir / "demo.md").write_text(table + "\n")
     plot_bars({r["name"]: {"testbed": r["top1"]} for r in rows}, out_dir / "demo.png",
-              title="labelless demo: testbed top-1 accuracy", ylabel="top-1 accuracy (%)")
+              title="labelless demo: top-1 accuracy, test split", ylabel="top-1 accuracy (%)")
     print(f"\ntable: {out_dir / 'demo.md'}   plot: {out_dir / 'demo.png'}")
     return rows

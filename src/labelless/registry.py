@@ -8,7 +8,8 @@ valid names and suggests a close match.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from labelless.errors import UnknownNameError, did_you_mean
 

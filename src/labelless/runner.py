@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from labelless.backbones import Backbone, load_backbone
 from labelless.config import from_dict, to_dict
 from labelless.data import build_dataset
 from labelless.data.classes import parse_classes
+from labelless.engine import distributed
 from labelless.errors import ConfigError, LabellessError
 from labelless.eval import RunRecorder, classification_metrics, plot_confusion, write_results
 from labelless.methods.base import Classifier, FitContext, Runtime, load_classifier
@@ -140,8 +142,14 @@ def _setting(cfg: RunConfig, train, eval_ds) -> str:
 def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     """Fit ``cfg.method``, save its classifier, evaluate, write ``results.json``; return it."""
     rt = cfg.runtime
-    mcfg = method_config(cfg.method, cfg.params)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
+    params = dict(cfg.params or {})
+    if "testbed" in (params.get("captions"), params.get("groups")):
+        from labelless.testbed.groups import resolve_testbed_files
+
+        out.mkdir(parents=True, exist_ok=True)
+        params = resolve_testbed_files(params, out)
+    mcfg = method_config(cfg.method, params)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     with RunRecorder() as rec:
@@ -162,7 +170,14 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
             label_texts=label_texts, rt=rt, out_dir=out, resume=resume,
             monitor=eval_ds if cfg.monitor else None,
         )
+        if distributed.world_size() > 1 and method.trains and not method.ddp_exact:
+            warnings.warn(
+                f"{cfg.method}: under torchrun each rank computes its batch-level statistics "
+                "(prototype updates, contrastive negatives, queues) on its own batch, so N ranks x "
+                "batch B do not train exactly like one rank with batch N x B", stacklevel=2)
         fit = method.fit(ctx)
+        if not distributed.is_main():  # rank 0 saves, evaluates and writes the results
+            return {"results_path": None, "out_dir": str(out), "metrics": None, "fit": fit}
         resolved = {"run": to_dict(cfg), "method": to_dict(mcfg)}
         fit.classifier.save(out / "classifier", backbone, fit.tuned, extra={"run_config": resolved})
         if fit.tuned:

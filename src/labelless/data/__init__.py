@@ -44,9 +44,12 @@ from labelless.errors import DataError, did_you_mean
 from labelless.registry import DATASETS
 from labelless.spec import parse_spec
 
+#: options every data set spec accepts (handled here, not by the builders)
+GENERIC_OPTIONS = ("limit",)
+
 
 def _check_options(name: str, builder: Callable, opts: dict[str, str]) -> None:
-    params = [p for p in inspect.signature(builder).parameters if p != "classes"]
+    params = [p for p in inspect.signature(builder).parameters if p != "classes"] + list(GENERIC_OPTIONS)
     unknown = [k for k in opts if k not in params]
     if unknown:
         k = unknown[0]
@@ -54,6 +57,22 @@ def _check_options(name: str, builder: Callable, opts: dict[str, str]) -> None:
             f"data set '{name}' has no option '{k}'.{did_you_mean(k, params)} "
             f"Options: {', '.join(params)}"
         )
+
+
+def _limit(dataset: ImageDataset, name: str, value) -> ImageDataset:
+    """A fixed random subset (seed 0) of ``value`` images, in data set order."""
+    import torch
+
+    try:
+        n = int(value)
+        if n < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise DataError(f"data set '{name}': limit must be a positive integer, got '{value}'") from None
+    if n >= len(dataset):
+        return dataset
+    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return dataset.subset(keep.tolist())
 
 
 def build_dataset(
@@ -65,7 +84,9 @@ def build_dataset(
 
     Args:
         spec: ``NAME[:key=value,...]`` with NAME registered in ``DATASETS`` (``folder``,
-            ``imagefolder``, ``csv``, ``eurosat``, ``dtd``, ...; see ``labelless list``).
+            ``imagefolder``, ``csv``, ``eurosat``, ``dtd``, ...; see ``labelless list``). Every
+            data set also takes ``limit=N``: a fixed random subset of N images (seed 0, kept in
+            data set order), for quick runs.
         classes: class names (e.g. from :func:`parse_classes`). Required for the unlabelled
             ``folder``; for a labelled data set they must be exactly its class names, in any
             order, and then define the label order.
@@ -77,6 +98,7 @@ def build_dataset(
     name, opts = parse_spec(spec, "data set spec")
     builder = DATASETS.get(name)
     _check_options(name, builder, opts)
+    limit = opts.pop("limit", None)
     takes_classes = "classes" in inspect.signature(builder).parameters
     if takes_classes:
         dataset = builder(classes=None if classes is None else list(classes), **opts)
@@ -84,6 +106,8 @@ def build_dataset(
         dataset = builder(**opts)
     if classes is not None and not takes_classes:
         dataset = align_classes(dataset, list(classes))
+    if limit is not None:
+        dataset = _limit(dataset, name, limit)
     if transform is not None:
         dataset = dataset.with_transform(transform)
     dataset.meta.setdefault("spec", spec)

@@ -177,6 +177,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def epoch_steps(n: int, batch_size: int, world_size: int | None = None) -> int:
+    """Optimizer steps per epoch of ``n`` samples with ``batch_size`` per rank (the loop's own
+    count; ``world_size`` None = the current process group's size). Under torchrun a last
+    partial global batch is kept when every rank gets at least one sample of it."""
+    ws = distributed.world_size() if world_size is None else world_size
+    global_batch = batch_size * ws
+    if ws == 1:
+        return math.ceil(n / global_batch)
+    return n // global_batch + int(n % global_batch >= ws)
+
+
 class TrainLoop:
     """Runs ``method`` for ``cfg.epochs`` over ``dataset`` (see the module docstring).
 
@@ -319,10 +330,7 @@ class TrainLoop:
             )
         first = self.dataset_for_epoch(0)
         global_batch = self.cfg.batch_size * self.world_size
-        steps_per_epoch = (
-            math.ceil(len(first) / global_batch) if self.world_size == 1
-            else len(first) // global_batch + int(len(first) % global_batch >= self.world_size)
-        )
+        steps_per_epoch = epoch_steps(len(first), self.cfg.batch_size, self.world_size)
         total = steps_per_epoch * self.cfg.epochs // self.cfg.grad_accum
         while self.epoch < self.cfg.epochs:
             dataset = first if self.epoch == 0 else self.dataset_for_epoch(self.epoch)

@@ -93,7 +93,8 @@ def plot_bars(
     title: str = "",
     ylabel: str = "top-1 accuracy (%)",
 ) -> Path:
-    """Grouped bar chart of ``table[method][dataset] = value``: one group per data set.
+    """Grouped bar chart of ``table[method][dataset] = value``: one group per data set
+    (horizontal bars, one per method, when there is a single data set).
 
     Bars are labelled with their value (one decimal). Missing or NaN entries leave a gap.
     Returns the path.
@@ -107,6 +108,22 @@ def plot_bars(
             if d not in datasets:
                 datasets.append(d)
     n_m, n_d = max(len(methods), 1), max(len(datasets), 1)
+    if len(datasets) == 1:
+        # one data set: a horizontal bar per method, named on the axis (no legend to read)
+        vals = [table[m].get(datasets[0]) for m in methods]
+        vals = [float("nan") if v is None else float(v) for v in vals]
+        fig = _new_figure(7.0, 1.2 + 0.42 * n_m)
+        ax = fig.add_subplot()
+        y = np.arange(n_m)[::-1]
+        bars = ax.barh(y, np.nan_to_num(vals, nan=0.0), color=[f"C{k % 10}" for k in range(n_m)])
+        ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.1f}" for v in vals], fontsize=8, padding=2)
+        ax.set_yticks(y, methods, fontsize=8)
+        ax.set_xlabel(ylabel)
+        ax.set_title(f"{title} ({datasets[0]})" if title else datasets[0])
+        ax.margins(x=0.1)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+        return _save(fig, path)
     width = 0.8 / n_m
     fig = _new_figure(min(max(3.0 + 0.45 * n_m * n_d, 6.0), 24.0), 4.5)
     ax = fig.add_subplot()

@@ -175,6 +175,9 @@ class Method:
     Config: ClassVar[type]
     name: ClassVar[str] = ""
     trains: ClassVar[bool] = False
+    #: under torchrun, N ranks x batch B train exactly like one rank with batch N x B (every
+    #: batch-level statistic of the method is gathered across ranks; tests/test_distributed.py)
+    ddp_exact: ClassVar[bool] = False
 
     def __init__(self, cfg):
         self.cfg = cfg

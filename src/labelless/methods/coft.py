@@ -45,7 +45,8 @@ from labelless.adapters import VPTDeep
 from labelless.backbones import ImageOutput, trainable_report
 from labelless.config import to_dict
 from labelless.data.features import ViewDataset, extract_features
-from labelless.engine import OptimConfig, TrainLoop
+from labelless.engine import OptimConfig, TrainLoop, distributed
+from labelless.engine.loop import epoch_steps
 from labelless.errors import ConfigError
 from labelless.methods.base import Classifier, FitContext, FitResult, Method, Runtime
 from labelless.methods.zeroshot import encode_texts
@@ -302,7 +303,7 @@ class Phase1(_MonitorMixin):
                                      init=cfg.ctx_init, init_std=cfg.ctx_init_std, generator=g)
         self.adapter = VPTDeep(backbone, cfg.vpt_tokens, cfg.vpt_layers, generator=g)
         self.head = make_head(backbone, text_embeds, cfg.head_feature, cfg.head_init, scale, g, cls_norm)
-        self.steps_per_epoch = math.ceil(len(self.subset_idx) / cfg.phase1.batch_size)
+        self.steps_per_epoch = epoch_steps(len(self.subset_idx), cfg.phase1.batch_size)
         self._reset_monitor(n_train)
 
     def named_trainable(self):
@@ -329,11 +330,21 @@ class Phase1(_MonitorMixin):
             out = self.bb.encode_image(x, tokens=self.cfg.head_feature == "cls")
             s_pos, s_neg, h = self.logits(out)
         warm = step // self.steps_per_epoch < self.cfg.warmup_epochs
-        comp = complementary_labels(y, self.C, torch.Generator().manual_seed(self.seed * 1_000_003 + step))
-        parts = deft_losses(s_pos, s_neg, y, comp, warmup=warm)
+        # complementary labels of the global batch (drawn once per step), this rank's slice: a
+        # single process with the whole batch draws the same ones
+        ws, r, b = distributed.world_size(), distributed.rank(), len(y)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        comp = complementary_labels(y.repeat(ws), self.C, g)[r * b:(r + 1) * b]
+        # clean-sample means over the global batch: per-rank denominators = global count / ranks
+        n_clean = None
+        if ws > 1:
+            p_yes = clean_probability(s_pos, s_neg)
+            clean_now = torch.ones_like(y, dtype=torch.bool) if warm else gather_clean(p_yes, y).detach() > 0.5
+            n_clean = distributed.all_sum(clean_now.sum().float()).clamp_min(1) / ws
+        parts = deft_losses(s_pos, s_neg, y, comp, warmup=warm, n_clean=n_clean)
         clean = parts["clean"]
         ce_h = F.cross_entropy(h, y, reduction="none")
-        head = (ce_h * clean).sum() / clean.sum().clamp_min(1)
+        head = (ce_h * clean).sum() / (clean.sum().clamp_min(1) if n_clean is None else n_clean)
         loss = parts["cls"] + self.cfg.neg_weight * parts["neg"] + self.cfg.head_weight * head
         self._record(idx, parts["p_clean"] > 0.5)
         return {"loss": loss, "cls": parts["cls"].detach(), "neg": parts["neg"].detach(),
@@ -414,7 +425,8 @@ class Phase2(_MonitorMixin):
             mc = moco_loss(out.embeds, k, self.queue, self.cfg.moco_temperature, lab, qlab)
             loss = loss + self.cfg.moco_weight * mc
             res["moco"] = mc.detach()
-            self._pending.append((k, y))  # enqueued after the backward pass (after_step)
+            # enqueued after the backward pass (after_step), from every rank: one shared queue
+            self._pending.append((distributed.gather_cat(k), distributed.gather_cat(y)))
         res["loss"] = loss
         res["train_acc"] = (logits.argmax(1) == y).float().mean()
         return res
@@ -502,6 +514,8 @@ def _prefixed(rows, prefix: str) -> list[dict]:
 class CoFTBase(Method):
     Config = CoFTConfig
     trains = True
+    # clean-sample means, complementary labels and the MoCo queue follow the global batch
+    ddp_exact = True
 
     def fit(self, ctx: FitContext) -> FitResult:  # noqa: C901 - one readable pipeline
         cfg: CoFTConfig = self.cfg

@@ -35,6 +35,7 @@ from torch import nn
 from labelless.config import to_dict
 from labelless.data.features import ViewDataset, encode_views
 from labelless.engine import OptimConfig, TrainLoop
+from labelless.engine.distributed import all_mean, gather_cat
 from labelless.errors import ConfigError
 from labelless.methods.base import FitContext, FitResult, Method
 from labelless.methods.prototype import PrototypeClassifier
@@ -303,8 +304,13 @@ class FairTrainer:
         scores = learned_alignment_score(feats, omega, classes)  # (B, C)
         y_hat = scores.argmax(dim=1)  # (B,)
         w, parts = pseudo_label_weight(
-            scores, classes, margin=cfg.pl_weight_margin, ambiguity=cfg.pl_weight_ambiguity
+            scores, classes, margin=cfg.pl_weight_margin, ambiguity=cfg.pl_weight_ambiguity,
+            normalize=False,
         )
+        # mean-1 normalisation over the GLOBAL batch (all ranks under torchrun: N ranks x B
+        # behave like one rank with N x B); a batch whose raw weights are all 0 gets weight 1
+        mean = all_mean(w.mean())
+        w = w / mean if float(mean) > 1e-12 else torch.ones_like(w)
         return {"y": y_hat, "w": w, "scores": scores, "omega": omega, **parts}
 
     def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
@@ -315,7 +321,8 @@ class FairTrainer:
             f = self.backbone.encode_image(strong).embeds  # (B, d), with gradient
         logits = F.normalize(f.float(), dim=-1) @ F.normalize(self.anchors, dim=-1).t() / cfg.tau  # (B, C)
         loss_st = weighted_cross_entropy(logits, pl["y"], pl["w"])
-        loss_fair, p_bar = fairness_loss(logits.softmax(dim=-1), self.p_bar, cfg.fairness_momentum)
+        # the mean prediction of the global batch (gathered with gradients across ranks)
+        loss_fair, p_bar = fairness_loss(gather_cat(logits.softmax(dim=-1)), self.p_bar, cfg.fairness_momentum)
         self.p_bar = p_bar if cfg.fairness_momentum > 0 else None
         loss = loss_st + cfg.fairness_weight * loss_fair
         self._account(pl["y"].cpu(), batch["label"])
@@ -463,6 +470,7 @@ class Fair(Method):
     Config = FairConfig
     name = "fair"
     trains = True
+    ddp_exact = True  # fairness mean and pseudo-label weight normalisation are gathered
 
     def fit(self, ctx: FitContext) -> FitResult:
         cfg: FairConfig = self.cfg

@@ -34,6 +34,7 @@ import torchvision.transforms as T
 from labelless.backbones import select_trainable
 from labelless.data.features import ViewDataset, extract_features
 from labelless.engine import OptimConfig, TrainLoop
+from labelless.engine.distributed import gather_cat
 from labelless.errors import ConfigError
 from labelless.methods.base import Classifier, FitContext, FitResult, Method, Runtime
 from labelless.methods.zeroshot import encode_texts
@@ -390,14 +391,16 @@ class LatteTrainer(_Trainer):
         out: dict[str, torch.Tensor] = {}
         loss = img.new_zeros(())
         updates_t, updates_tbar, updates_y = [], [], []
+        img_all = gather_cat(img)  # (W*B, d): contrastive negatives from every rank's batch
         for name, weight, y in branches:
             t, t_bar = self.mixed(rows[name], emb, index, y)
-            part = clip_contrastive_loss(img, t, scale)
+            part = clip_contrastive_loss(img_all, gather_cat(t), scale)
             loss = loss + weight * part
             out[f"loss_{name}"] = part.detach()
-            updates_t.append(t.detach())
-            updates_tbar.append(t_bar.detach())
-            updates_y.append(y)
+            # the prototype update sees the global batch, so every rank keeps the same bank
+            updates_t.append(gather_cat(t.detach()))
+            updates_tbar.append(gather_cat(t_bar.detach()))
+            updates_y.append(gather_cat(y))
         labels = torch.cat(updates_y)
         if cfg.momentum is None:
             self.bank = prototype_update(self.bank, torch.cat(updates_t).float(), labels)
@@ -444,6 +447,7 @@ class LatteCLIP(Method):
     Config = LatteCLIPConfig
     name = "latteclip"
     trains = True
+    ddp_exact = True  # contrastive negatives and prototype updates gathered across ranks
 
     def build_trainer(self, ctx: FitContext) -> LatteTrainer:
         """Zero-shot labels, caption matching and the group pool; the trainer ready to run."""
@@ -536,7 +540,8 @@ class FlypTrainer(_Trainer):
         emb, index = self.encode_strings(strings)
         t = emb[torch.tensor([index[s] for s in strings], device=self.device)]  # (B, d)
         scale = self.scale()
-        loss = clip_contrastive_loss(img, t, scale)
+        # contrastive negatives from the global batch (all ranks under torchrun)
+        loss = clip_contrastive_loss(gather_cat(img), gather_cat(t), scale)
         truth = batch["label"].to(self.device)
         known = truth >= 0
         self._correct += int((y[known] == truth[known]).sum())
@@ -551,6 +556,7 @@ class FlypPL(Method):
     Config = FlypPLConfig
     name = "flyp-pl"
     trains = True
+    ddp_exact = True  # contrastive negatives gathered across ranks
 
     def fit(self, ctx: FitContext) -> FitResult:
         trainer = FlypTrainer(ctx, self.cfg)

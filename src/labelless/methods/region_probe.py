@@ -423,6 +423,8 @@ class RegionProbe(Method):
     Config = RegionProbeConfig
     name = "region-probe"
     trains = True
+    # the head trains in-process on features every rank extracts identically: nothing to gather
+    ddp_exact = True
 
     def fit(self, ctx: FitContext) -> FitResult:
         cfg: RegionProbeConfig = self.cfg

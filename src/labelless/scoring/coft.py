@@ -57,12 +57,16 @@ def deft_losses(
     comp: torch.Tensor,
     warmup: bool,
     detach_pos: bool = True,
+    n_clean: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """DeFT's phase-1 losses for one batch.
 
     s_pos, s_neg: ``(B, C)`` logits of the positive / negative prompts.
     labels: ``(B,)`` (pseudo-)labels; comp: ``(B,)`` complementary labels (!= labels).
     warmup: during warm-up every sample counts as clean.
+    n_clean: the denominator of ``cls`` (None: this batch's clean count). Under torchrun the
+        caller passes ``max(global clean count, 1)`` divided by the number of ranks, so that the
+        ranks' averaged gradients equal the single-process gradient of the whole batch.
 
     Returns ``cls`` (CE of ``s+`` over the clean samples, 0 when none), ``neg`` (mean over the
     batch of ``-log p_no[comp] - log p_yes[y']``), ``clean`` ``(B,)`` bool mask (``p_yes[y] >
@@ -75,7 +79,8 @@ def deft_losses(
     else:
         clean = p_clean.detach() > 0.5
     ce = F.cross_entropy(s_pos, labels, reduction="none")  # (B,)
-    cls = (ce * clean).sum() / clean.sum().clamp_min(1)
+    denom = clean.sum().clamp_min(1) if n_clean is None else n_clean
+    cls = (ce * clean).sum() / denom
     y_prime = torch.where(clean, labels, s_pos.detach().argmax(dim=1))
     eps = 1e-8
     log_yes = torch.log(gather_clean(p_yes, y_prime) + eps)

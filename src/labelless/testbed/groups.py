@@ -49,4 +49,25 @@ def write_group_captions(tb: Testbed, out_path: str | Path, group_size: int = 4,
     return atomic_write_json(out_path, doc)
 
 
-__all__ = ["write_group_captions"]
+def resolve_testbed_files(params: dict, work_dir: str | Path) -> dict:
+    """Replace the value ``"testbed"`` of a method's ``captions`` / ``groups`` setting by the
+    testbed's SIMULATED per-image captions file / a group-captions file written (once) to
+    ``work_dir/testbed-groups.json``. Other params pass through unchanged."""
+    wanted = [k for k in ("captions", "groups") if params.get(k) == "testbed"]
+    if not wanted:
+        return params
+    from labelless.testbed import ensure_testbed
+
+    tb = ensure_testbed()
+    out = dict(params)
+    if "captions" in wanted:
+        out["captions"] = str(tb.task.captions_json)
+    if "groups" in wanted:
+        path = Path(work_dir) / "testbed-groups.json"
+        if not path.exists():
+            write_group_captions(tb, path)
+        out["groups"] = str(path)
+    return out
+
+
+__all__ = ["resolve_testbed_files", "write_group_captions"]

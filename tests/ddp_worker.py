@@ -100,6 +100,29 @@ def method_main(method: str, out: str, batch_size: int, epochs: int, data: str) 
         torch.save({k: v.detach().clone() for k, v in state.items()}, Path(out) / "params.pt")
 
 
+def features_main(out: str, data: str) -> None:
+    """Crop-view features of a colour folder in shards of 4 images, cached under ``out``."""
+    import torch.distributed as dist
+
+    from labelless.backbones import load_backbone
+    from labelless.data import build_dataset
+    from labelless.data.features import extract_features
+    from labelless.engine.distributed import world_size
+    from labelless.views import build_view
+
+    init_from_env("cpu")
+    bb = load_backbone("openclip:labelless-tiny:random")
+    ds = build_dataset(f"imagefolder:root={data}")
+    feats = extract_features(bb, ds, build_view("crops", bb, n=2), seed=5, batch_size=3, shard_size=4,
+                             cache_dir=Path(out) / "cache", progress=False)
+    counts = [feats.meta["encoded_here"]]
+    if world_size() > 1:
+        counts = [None] * world_size()
+        dist.all_gather_object(counts, feats.meta["encoded_here"])
+    if is_main():
+        torch.save({"embeds": feats.embeds, "counts": counts}, Path(out) / "features.pt")
+
+
 def main(out: str, batch_size: int, steps_epochs: int) -> None:
     init_from_env("cpu")
     method = ToyMethod()
@@ -112,6 +135,9 @@ def main(out: str, batch_size: int, steps_epochs: int) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "features":
+        features_main(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     if sys.argv[1] in METHOD_PARAMS:
         method_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
         sys.exit(0)

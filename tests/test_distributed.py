@@ -90,3 +90,20 @@ def test_cli_adapt_under_torchrun_writes_one_run(tmp_path):
     rec = json.loads((out / "results.json").read_text())
     assert rec["method"] == "fair" and rec["data"]["n"] == 12
     assert (out / "classifier").is_dir() and (out / "checkpoint.pt").exists()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_feature_extraction_shards_over_ranks_and_merges_in_order(tmp_path):
+    from conftest import make_colour_folder
+
+    data = make_colour_folder(tmp_path / "data", per_class=4)  # 12 images: shards of 4 -> 3 shards
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    subprocess.run([sys.executable, str(WORKER), "features", str(single), str(data)], check=True,
+                   env=_env(), timeout=300)
+    subprocess.run(_torchrun() + ["--standalone", "--nproc_per_node", "2", str(WORKER), "features", str(multi),
+                                  str(data)], check=True, env=_env(), timeout=300)
+    a, b = torch.load(single / "features.pt"), torch.load(multi / "features.pt")
+    assert a["counts"] == [12]
+    assert b["counts"] == [8, 4]  # rank 0 encoded shards 0 and 2, rank 1 shard 1
+    torch.testing.assert_close(a["embeds"], b["embeds"])  # same crops, same order
+    assert len(list((multi / "cache").rglob("shard_*.npz"))) == 3

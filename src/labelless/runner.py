@@ -176,15 +176,17 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
                 "(prototype updates, contrastive negatives, queues) on its own batch, so N ranks x "
                 "batch B do not train exactly like one rank with batch N x B", stacklevel=2)
         fit = method.fit(ctx)
-        if not distributed.is_main():  # rank 0 saves, evaluates and writes the results
-            return {"results_path": None, "out_dir": str(out), "metrics": None, "fit": fit}
+        main = distributed.is_main()  # under torchrun rank 0 alone writes; all ranks evaluate
         resolved = {"run": to_dict(cfg), "method": to_dict(mcfg)}
-        fit.classifier.save(out / "classifier", backbone, fit.tuned, extra={"run_config": resolved})
+        if main:
+            fit.classifier.save(out / "classifier", backbone, fit.tuned, extra={"run_config": resolved})
         if fit.tuned:
             backbone.mark_tuned(fit.tuned)  # adapted weights: never reuse the base model's features
         metrics = None
-        if eval_ds is not None:
-            _, metrics = evaluate(fit.classifier, backbone, eval_ds, rt, out)
+        if eval_ds is not None:  # (feature extraction is sharded over the ranks)
+            _, metrics = evaluate(fit.classifier, backbone, eval_ds, rt, out if main else None)
+        if not main:
+            return {"results_path": None, "out_dir": str(out), "metrics": metrics, "fit": fit}
     if metrics is not None:
         print(f"[{cfg.method}] {metrics.summary()}")
     extra = {"train_data": data_info(cfg.data, train), "history": fit.history, **fit.info,

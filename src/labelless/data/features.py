@@ -167,25 +167,32 @@ def extract_features(
                     "dataset": getattr(dataset, "name", ""),
                 },
             )
+    # Under torchrun, shard k is computed (or read from the cache) by rank k % world_size, then
+    # every rank receives every shard from its owner, so all ranks end with identical features in
+    # data set order. A single process owns every shard.
+    from labelless.engine import distributed
+
+    ws, rank = distributed.world_size(), distributed.rank()
+    bounds = [(s, min(n, s + shard_size)) for s in range(0, n, shard_size)]
+    mine = [i for i in range(len(bounds)) if i % ws == rank]
     device = backbone.device
     was_training = backbone.training
     backbone.eval()
-    embeds, clss = [], []
-    shards = range(0, n, shard_size)
-    bar = tqdm(total=n, desc=desc or f"features [{view.name}]", disable=not progress, unit="img")
+    results: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    encoded = 0
+    bar = tqdm(total=sum(bounds[i][1] - bounds[i][0] for i in mine), unit="img",
+               desc=desc or f"features [{view.name}]", disable=not progress)
     try:
-        for start in shards:
-            stop = min(n, start + shard_size)
+        for i in mine:
+            start, stop = bounds[i]
             shard = root / f"shard_{start:09d}_{stop:09d}.npz" if root is not None else None
             if shard is not None and shard.exists():
                 with np.load(shard) as z:
-                    embeds.append(torch.from_numpy(z["embeds"]))
-                    if tokens:
-                        clss.append(torch.from_numpy(z["cls"]))
+                    results[i] = (torch.from_numpy(z["embeds"]), torch.from_numpy(z["cls"]) if tokens else None)
                 bar.update(stop - start)
                 continue
             # Index into the whole data set, so each image's randomness (its crops) is seeded by
-            # its own index whatever the shard size.
+            # its own index whatever the shard size or the number of ranks.
             ds = ViewDataset(dataset, {"v": view}, seed=seed)
             if (start, stop) != (0, n):
                 ds = Subset(ds, range(start, stop))
@@ -198,6 +205,7 @@ def extract_features(
                 if tokens:
                     c_parts.append(c.float().cpu())
                 bar.update(e.shape[0])
+                encoded += e.shape[0]
             e_all = torch.cat(e_parts)
             c_all = torch.cat(c_parts) if tokens else None
             if shard is not None:
@@ -205,14 +213,18 @@ def extract_features(
                 if tokens:
                     arrays["cls"] = c_all.numpy()
                 atomic_save(shard, lambda p, a=arrays: _savez(p, a))
-            embeds.append(e_all)
-            if tokens:
-                clss.append(c_all)
+            results[i] = (e_all, c_all)
     finally:
         bar.close()
         backbone.train(was_training)
+    if ws > 1:  # merge: every shard from its owner, in data set order
+        for i in range(len(bounds)):
+            results[i] = distributed.broadcast_object(results.get(i), src=i % ws)
+    embeds = [results[i][0] for i in range(len(bounds))]
+    clss = [results[i][1] for i in range(len(bounds))] if tokens else []
     emb = torch.cat(embeds) if embeds else torch.zeros(0, view.num_views, backbone.embed_dim)
     cls = torch.cat(clss) if tokens and clss else None
     return Features(
-        embeds=emb, labels=labels, cls=cls, meta={"cache_key": key, "view": view.config()}
+        embeds=emb, labels=labels, cls=cls,
+        meta={"cache_key": key, "view": view.config(), "encoded_here": encoded},
     )

@@ -228,3 +228,30 @@ def test_ensure_testbed_caches(tmp_path, monkeypatch):
     other = ensure_testbed(tmp_path, progress=False, config=changed)
     assert len(calls) == 2 and other.checkpoint != tb.checkpoint
     assert other.task.root == tb.task.root
+
+
+def test_publish_dir_builds_once_under_concurrency_and_clears_stale_temporaries(tmp_path):
+    import threading
+    import time
+
+    from labelless.testbed.cache import publish_dir
+
+    final = tmp_path / "artefact"
+    stale = tmp_path / ".artefact.tmp-killed"  # what a killed builder leaves behind
+    stale.mkdir()
+    calls = []
+
+    def build(tmp):
+        calls.append(tmp)
+        time.sleep(0.3)  # long enough for the other thread to arrive while we build
+        (tmp / "model.pt").write_text("weights")
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(publish_dir(final, build))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and sorted(results) == [False, True]
+    assert (final / "model.pt").read_text() == "weights"
+    assert not stale.exists() and not list(tmp_path.glob(".artefact.tmp-*"))

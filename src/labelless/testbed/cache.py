@@ -4,12 +4,13 @@ Cached artefacts (the pre-trained checkpoint, the task folder) live under
 ``<cache>/testbed/<kind>/<hash>/`` where the hash covers every field of the configs that produced
 them plus :data:`CODE_VERSION`, so a change to any knob, or to the generator code, produces a new
 folder instead of silently reusing a stale one. A folder is built under a temporary name and
-renamed into place, so readers never see a half-written artefact and two concurrent builders
-waste work but never corrupt each other.
+renamed into place, so readers never see a half-written artefact; concurrent builders of the
+same folder wait on a lock file and reuse the first one's result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -44,26 +45,51 @@ def publish_dir(final: Path, build: Callable[[Path], None]) -> bool:
     """Build a directory atomically: ``build(tmp)`` fills a temporary sibling of ``final``,
     which is then renamed to ``final``.
 
-    Returns False (and builds nothing) if ``final`` already exists; if another process publishes
-    ``final`` while we are building, ours is discarded and theirs is kept.
+    Returns False (and builds nothing) if ``final`` already exists. Builders of the same
+    ``final`` take an exclusive lock on ``final.lock`` (POSIX ``flock``), so a second process
+    waits for the first and then reuses its result instead of repeating minutes of work; a
+    holder of the lock also removes temporary folders that killed builders left behind. Where
+    ``flock`` is unavailable, concurrent builders waste work but never corrupt each other: the
+    first rename wins.
     """
     final = Path(final)
     if final.exists():
         return False
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.exists():
-                raise
+    with _build_lock(final.parent / f".{final.name}.lock"):
+        if final.exists():  # another process built it while we waited
             return False
-        return True
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            build(tmp)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not final.exists():
+                    raise
+                return False
+            return True
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """An exclusive advisory lock on ``path`` for the duration of the block (no-op without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def write_json(path: Path, obj: Any) -> None:

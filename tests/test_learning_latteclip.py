@@ -58,3 +58,21 @@ def test_latteclip_beats_zero_shot_with_descriptions(tmp_path):
     acc = _acc(fit.classifier.predict(ctx.backbone, test, ctx.rt), test.labels)
     print(f"\ntest top-1: zero-shot descriptions {zs_acc:.1f}, LaTTe-CLIP {acc:.1f} ({time.time() - t0:.0f}s)")
     assert acc > zs_acc + 3.0
+
+
+def test_testbed_caption_files_resolve_for_runs(tmp_path):
+    """``captions: testbed`` / ``groups: testbed`` in a run's params (demo, bench experiments)
+    become the task's simulated captions and a group file planned from zero-shot labels."""
+    from labelless.methods.latteclip import load_group_pool
+    from labelless.testbed import ensure_testbed
+    from labelless.testbed.groups import resolve_testbed_files
+    from labelless.text import load_captions
+
+    tb = ensure_testbed(progress=False)
+    params = resolve_testbed_files({"captions": "testbed", "groups": "testbed", "alpha": 0.01}, tmp_path)
+    assert params["alpha"] == 0.01 and params["groups"] == str(tmp_path / "testbed-groups.json")
+    doc = json.loads((tmp_path / "testbed-groups.json").read_text())
+    assert doc["simulated"] is True
+    pool = load_group_pool(params["groups"], tb.task.config.classnames)
+    assert sum(len(v) for v in pool.values()) == tb.task.config.n_train  # one group per image
+    assert len(load_captions(params["captions"])) > 0

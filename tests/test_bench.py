@@ -134,6 +134,11 @@ def test_expand_grid_sizes_precedence_and_folders(tmp_path):
     other_rt = expand(exp, tmp_path / "runs", runtime={"batch_size": 3, "device": "cpu"})
     assert other_rt[0].config.runtime.batch_size == 3
     assert [p.hash for p in other_rt] == [p.hash for p in plan]
+    # runs share the feature cache: the default one unless the command line names another
+    from labelless.data.features import default_cache_dir
+
+    assert plan[0].config.runtime.cache_dir == str(default_cache_dir())
+    assert expand(exp, tmp_path / "runs", runtime={"cache_dir": str(tmp_path)})[0].config.runtime.cache_dir == str(tmp_path)
 
 
 def test_method_list_and_errors(tmp_path):

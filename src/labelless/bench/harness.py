@@ -234,6 +234,10 @@ def _runtime(base: dict, overrides: dict | None, seed: int):
     rt = from_dict(Runtime, {**(base or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}},
                    where="runtime")
     rt.seed = seed
+    if rt.cache_dir is None:  # runs of one experiment share frozen features (keys include the seed)
+        from labelless.data.features import default_cache_dir
+
+        rt.cache_dir = str(default_cache_dir())
     return rt
 
 

@@ -180,7 +180,11 @@ def test_shipped_experiments_parse():
     assert {p.run for p in plan} == {"zs-names", "zs-cupl", "wca"}
     assert all(p.config.model == "testbed" and p.config.eval_data == "testbed:split=test" for p in plan)
     adapt = load_experiment(EXPERIMENTS / "testbed" / "adaptation.yaml")
-    assert {r["method"] for r in adapt.runs} == {"fair", "region-probe", "latteclip", "coft"}
+    methods = {r["method"] for r in adapt.runs}
+    assert methods >= {"fair", "region-probe", "latteclip", "coft"}  # every paper's method
+    from labelless.registry import METHODS
+
+    assert all(m in METHODS for m in methods)
     assert adapt.data == main.data and adapt.seeds == main.seeds
 
 

@@ -472,3 +472,27 @@ def test_cli_describe_images_and_classes(server, tmp_path, monkeypatch, capsys):
     assert "sk-never-printed" not in out
     for f in tmp_path.glob("*.jsonl"):
         assert "sk-never-printed" not in f.read_text()
+
+
+def test_describe_classes_shards_over_torchrun_ranks(server, tmp_path):
+    """2 ranks split the requests (each runs once in total), rank 0 writes the same output a
+    single process writes, and the per-rank reply files are folded into the main cache."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this python")
+    env = {**os.environ, "LABELLESS_LLM_BASE_URL": server.url, "LABELLESS_LLM_MODEL": "good",
+           "OPENAI_API_KEY": "sk-test", "OMP_NUM_THREADS": "1"}
+    args = ["describe-classes", "--classes", "cat,dog,fox", "--samples", "1", "--no-progress"]
+    subprocess.run([sys.executable, "-m", "labelless.cli", *args, "--out", str(tmp_path / "single.json")],
+                   check=True, env=env, timeout=300, capture_output=True)
+    n_single = len(server.requests)
+    assert n_single == 15  # 5 CuPL questions x 3 classes x 1 sample
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "labelless.cli", *args,
+                           "--out", str(tmp_path / "multi.json")], env=env, timeout=300, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(server.requests) == 2 * n_single  # every request once, split over the ranks
+    assert proc.stdout.count("wrote ") == 1  # rank 0 alone writes
+    assert json.loads((tmp_path / "multi.json").read_text()) == json.loads((tmp_path / "single.json").read_text())
+    assert not list(tmp_path.glob("multi.json.cache.jsonl.rank*"))
+    with ReplyCache(tmp_path / "multi.json.cache.jsonl") as cache:
+        assert len(cache.done) == n_single

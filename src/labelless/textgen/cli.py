@@ -61,6 +61,20 @@ def _make_backend(args):
                         device=args.device, dtype=args.dtype, max_new_tokens=args.max_tokens)
 
 
+def _join_ranks(args):
+    """Under torchrun, join the process group: each rank then runs its share of the requests
+    (``labelless.textgen.generate.key_owner``) and rank 0 writes the outputs. A plain launch is
+    one process."""
+    from labelless.engine.distributed import init_from_env
+
+    info = init_from_env("cpu" if args.backend == "openai" else args.device)
+    if info.world_size > 1:
+        if args.backend == "hf":
+            args.device = info.device  # one local model per GPU
+        args.progress = args.progress and info.is_main
+    return info
+
+
 def _cache(args, out: str) -> ReplyCache:
     return ReplyCache(args.cache or f"{out}.cache.jsonl")
 
@@ -77,12 +91,15 @@ def cmd_describe_classes(args) -> None:
 
     classes = parse_classes(args.classes)
     questions = load_questions(args.questions) if args.questions else CUPL_QUESTIONS
+    info = _join_ranks(args)
     backend = _make_backend(args)
     with _cache(args, args.out) as cache:
         texts, report = describe_classes(
             classes, backend, cache, questions=questions, samples=args.samples,
             workers=args.workers, progress=args.progress,
         )
+    if not info.is_main:
+        return
     missing = [c for c in classes if c not in texts]
     write_json(args.out, texts)
     _report(report, "class descriptions")
@@ -108,6 +125,7 @@ def cmd_describe_images(args) -> None:
         raise ConfigError("nothing to do: pass --out captions.json and/or --groups-out groups.json")
     paths = _images(args)
     root = str(Path(args.images))
+    info = _join_ranks(args)
     backend = _make_backend(args)
     if args.out:
         with _cache(args, args.out) as cache:
@@ -115,9 +133,10 @@ def cmd_describe_images(args) -> None:
                 paths, backend, cache, domain=args.domain, prompt=args.prompt, root=root,
                 workers=args.workers, progress=args.progress,
             )
-        write_json(args.out, caps)
-        _report(report, "image descriptions")
-        print(f"wrote {args.out} ({len(caps)} of {len(paths)} images)")
+        if info.is_main:
+            write_json(args.out, caps)
+            _report(report, "image descriptions")
+            print(f"wrote {args.out} ({len(caps)} of {len(paths)} images)")
     if args.groups_out:
         if not args.pseudo_labels:
             raise ConfigError(
@@ -138,9 +157,10 @@ def cmd_describe_images(args) -> None:
                 collage_size=args.collage_size, root=root, workers=args.workers,
                 progress=args.progress,
             )
-        write_json(args.groups_out, doc)
-        _report(report, "group descriptions")
-        print(f"wrote {args.groups_out} ({len(doc['groups'])} groups)")
+        if info.is_main:
+            write_json(args.groups_out, doc)
+            _report(report, "group descriptions")
+            print(f"wrote {args.groups_out} ({len(doc['groups'])} groups)")
 
 
 def add_commands(subparsers) -> None:

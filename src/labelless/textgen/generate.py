@@ -85,6 +85,16 @@ def run_requests(
     """
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    from labelless.engine import distributed
+
+    ws, rank = distributed.world_size(), distributed.rank()
+    if ws > 1:  # under torchrun: this rank's share, then an exchange (see _run_sharded)
+        return _run_sharded(requests, backend, cache, ws, rank, workers=workers, progress=progress, desc=desc)
+    return _run_local(requests, backend, cache, workers=workers, progress=progress, desc=desc)
+
+
+def _run_local(requests, backend, cache: ReplyCache, *, workers: int, progress: bool, desc: str) -> GenerationReport:
+    """One process's share of :func:`run_requests`."""
     report = GenerationReport()
     todo: dict[str, Request] = {}
     for r in requests:  # identical requests (same image content and prompt) run once
@@ -140,6 +150,55 @@ def run_requests(
     if fatal is not None:
         raise fatal
     return report
+
+
+def key_owner(key: str, world_size: int) -> int:
+    """The rank that runs request ``key`` under torchrun: a function of the key alone, so ranks
+    agree whatever their view of the cache or the order of the requests."""
+    return int(key[:8], 16) % world_size
+
+
+def _run_sharded(requests, backend, cache: ReplyCache, ws: int, rank: int, **kw) -> GenerationReport:
+    """``run_requests`` under torchrun: each rank runs the requests it owns (:func:`key_owner`)
+    with its own reply file ``<cache>.rank<r>`` (so ranks never append to one file; a killed run
+    resumes from every rank file it can see), then the ranks exchange their replies; every rank
+    returns the same complete report and rank 0 folds the replies into the main cache."""
+    from labelless.engine import distributed
+
+    siblings = sorted(cache.path.parent.glob(cache.path.name + ".rank*"))
+    for path in siblings:  # replies of an interrupted sharded run
+        with ReplyCache(path) as other:
+            for key, text in other.done.items():
+                cache.done.setdefault(key, text)
+    mine = [r for r in requests if key_owner(r.key, ws) == rank]
+    with ReplyCache(cache.path.with_name(f"{cache.path.name}.rank{rank}")) as own:
+        own.done.update({k: v for k, v in cache.done.items() if k not in own.done})
+        error: BaseException | None = None
+        try:
+            report = _run_local(mine, backend, own, **kw)
+        except LabellessError as e:  # finish the exchange, then raise on every rank
+            report, error = GenerationReport(), e
+    parts = distributed.all_gather_object(
+        {"texts": report.texts, "failures": report.failures, "requested": report.requested,
+         "error": None if error is None else f"rank {rank}: {error}"})
+    merged = GenerationReport()
+    for part in parts:
+        merged.texts.update(part["texts"])
+        merged.failures.update(part["failures"])
+        merged.requested += part["requested"]
+    merged.cached = sum(1 for r in {r.key for r in requests} if r in cache.done)
+    if distributed.is_main():
+        for key, text in merged.texts.items():
+            if key not in cache.done:
+                cache.put(key, text)
+    distributed.barrier()
+    if distributed.is_main():  # everything is in the main cache now
+        for path in cache.path.parent.glob(cache.path.name + ".rank*"):
+            path.unlink(missing_ok=True)
+    errors = [p["error"] for p in parts if p["error"]]
+    if errors:
+        raise TextGenError("; ".join(errors))
+    return merged
 
 
 # --------------------------------------------------------------------------- class descriptions

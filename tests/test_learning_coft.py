@@ -1,4 +1,4 @@
-"""CoFT learns on the testbed: it beats zero-shot, and its collaboration selects cleaner labels.
+"""CoFT on the testbed: its collaboration selects cleaner labels; its gain over zero-shot is seed-fragile.
 
 The testbed's class names are opaque words, so the descriptions are the zero-shot texts
 (``text_source=texts``) and fill the class slot of the learnable prompts
@@ -8,9 +8,10 @@ Val sweep (phase-1 top fraction 0.1 / 0.15 / 0.2 / 0.3 -> phase 2 top-1 42.0 / 4
 zero-shot 44.8) shows the gain is sensitive to that fraction. The paper's claim that phase 2 beats
 phase 1 did NOT hold on the testbed (val: phase-1 text side 52.2, phase 2 49.4), so it is not
 asserted; the collaboration's label precision beat the raw pseudo-labels in every val run.
-The gain is also seed-fragile: the bench's 3 seeds (experiments/testbed/adaptation.yaml) give
-51.8 / 44.2 / 45.8 test top-1, so this test (seed 0, the seed the settings were chosen with on
-val) shows that CoFT *can* learn here, not that it reliably does.
+The gain over zero-shot is seed-fragile: the bench's 3 seeds (experiments/testbed/adaptation.yaml)
+give 51.8 / 44.2 / 45.8 test top-1 against 44.8, so "CoFT beats zero-shot" is NOT asserted (it
+would pass only by the choice of seed); what held in every val run and with all 3 seeds, the
+collaboration's cleaner labels (precision 0.59 / 0.50 / 0.54 vs 0.47 raw), is.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _accuracy(logits, labels):
 
 
 @pytest.mark.slow
-def test_coft_beats_zeroshot_and_collaboration_cleans_labels(tmp_path):
+def test_coft_learns_and_collaboration_cleans_labels(tmp_path):
     tb, split = _testbed_data()
     bb = load_backbone(tb.spec)
     classes = split["train"].classnames
@@ -91,6 +92,9 @@ def test_coft_beats_zeroshot_and_collaboration_cleans_labels(tmp_path):
           f"phase1 vision {_accuracy(inf['vision'], test.labels):.3f}  phase2 {phase2:.3f}  | train: "
           f"pseudo {info['pseudo']['label_acc']:.3f} collab frac {info['collab']['frac']:.3f} "
           f"prec {info['collab'].get('precision', float('nan')):.3f}")
-    assert phase2 > zs + 0.02
+    # NOT asserted: phase2 > zero-shot. It holds with this seed (test 0.518 vs 0.448) but not with
+    # seeds 1 and 2 (0.442, 0.458), so asserting it would pass by the choice of seed (issue 7).
+    assert phase2 > 0.2  # far above chance (0.1): the fine-tuned model did not collapse
     # the cleanliness gate and the collaboration select labels more accurate than the raw pseudo-labels
-    assert info["collab"]["precision"] > info["pseudo"]["label_acc"] + 0.03
+    # (train-split precision 0.594 / 0.498 / 0.544 with seeds 0 / 1 / 2, raw 0.470)
+    assert info["collab"]["precision"] > info["pseudo"]["label_acc"]

@@ -165,28 +165,32 @@ def _run_sharded(requests, backend, cache: ReplyCache, ws: int, rank: int, **kw)
     returns the same complete report and rank 0 folds the replies into the main cache."""
     from labelless.engine import distributed
 
-    siblings = sorted(cache.path.parent.glob(cache.path.name + ".rank*"))
-    for path in siblings:  # replies of an interrupted sharded run
+    keys = {r.key for r in requests}
+    recovered: dict[str, str] = {}  # replies of an interrupted sharded run, in its rank files
+    for path in sorted(cache.path.parent.glob(cache.path.name + ".rank*")):
         with ReplyCache(path) as other:
-            for key, text in other.done.items():
-                cache.done.setdefault(key, text)
+            recovered.update(other.done)
+    known = {**recovered, **cache.done}
     mine = [r for r in requests if key_owner(r.key, ws) == rank]
     with ReplyCache(cache.path.with_name(f"{cache.path.name}.rank{rank}")) as own:
-        own.done.update({k: v for k, v in cache.done.items() if k not in own.done})
-        error: BaseException | None = None
+        for key, text in known.items():
+            own.done.setdefault(key, text)
+        report, error = GenerationReport(), None
         try:
             report = _run_local(mine, backend, own, **kw)
         except LabellessError as e:  # finish the exchange, then raise on every rank
-            report, error = GenerationReport(), e
+            error = e
+        # every reply this rank holds, also those it got before an error: nothing is lost
+        texts = {k: v for k, v in own.done.items() if k in keys}
     parts = distributed.all_gather_object(
-        {"texts": report.texts, "failures": report.failures, "requested": report.requested,
+        {"texts": texts, "failures": report.failures, "requested": report.requested,
          "error": None if error is None else f"rank {rank}: {error}"})
     merged = GenerationReport()
     for part in parts:
         merged.texts.update(part["texts"])
         merged.failures.update(part["failures"])
         merged.requested += part["requested"]
-    merged.cached = sum(1 for r in {r.key for r in requests} if r in cache.done)
+    merged.cached = sum(1 for k in keys if k in known)
     if distributed.is_main():
         for key, text in merged.texts.items():
             if key not in cache.done:

@@ -4,15 +4,8 @@ Importing the package registers every backbone source, data set, text source, vi
 method, so registry lookups never depend on a remembered import.
 """
 
-from labelless import (  # noqa: F401  (registration)
-    backbones,
-    data,
-    methods,  # noqa: F401  (registration; imports the above)
-    scoring,
-    text,
-    tuners,
-    views,
-)
+# registration (methods imports the others itself, so the order does not matter)
+from labelless import backbones, data, methods, scoring, text, tuners, views  # noqa: F401
 from labelless.data import testbed as _testbed  # noqa: F401  (testbed data/backbone/texts)
 
 __version__ = "0.1.0"

@@ -336,15 +336,14 @@ class Phase1(_MonitorMixin):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         comp = complementary_labels(y.repeat(ws), self.C, g)[r * b:(r + 1) * b]
         # clean-sample means over the global batch: per-rank denominators = global count / ranks
-        n_clean = None
+        denominator = None
         if ws > 1:
-            p_yes = clean_probability(s_pos, s_neg)
-            clean_now = torch.ones_like(y, dtype=torch.bool) if warm else gather_clean(p_yes, y).detach() > 0.5
-            n_clean = distributed.all_sum(clean_now.sum().float()).clamp_min(1) / ws
-        parts = deft_losses(s_pos, s_neg, y, comp, warmup=warm, n_clean=n_clean)
+            def denominator(count):
+                return distributed.all_sum(count.float()).clamp_min(1) / ws
+        parts = deft_losses(s_pos, s_neg, y, comp, warmup=warm, clean_denominator=denominator)
         clean = parts["clean"]
         ce_h = F.cross_entropy(h, y, reduction="none")
-        head = (ce_h * clean).sum() / (clean.sum().clamp_min(1) if n_clean is None else n_clean)
+        head = (ce_h * clean).sum() / parts["n_clean"]
         loss = parts["cls"] + self.cfg.neg_weight * parts["neg"] + self.cfg.head_weight * head
         self._record(idx, parts["p_clean"] > 0.5)
         return {"loss": loss, "cls": parts["cls"].detach(), "neg": parts["neg"].detach(),

@@ -303,14 +303,12 @@ class FairTrainer:
         classes = self.anchors.detach() if cfg.pl_classifier == "anchors" else self.fixed_classes
         scores = learned_alignment_score(feats, omega, classes)  # (B, C)
         y_hat = scores.argmax(dim=1)  # (B,)
+        # mean-1 normalisation over the GLOBAL batch (all ranks under torchrun: N ranks x B
+        # behave like one rank with N x B)
         w, parts = pseudo_label_weight(
             scores, classes, margin=cfg.pl_weight_margin, ambiguity=cfg.pl_weight_ambiguity,
-            normalize=False,
+            batch_mean=lambda raw: all_mean(raw.mean()),
         )
-        # mean-1 normalisation over the GLOBAL batch (all ranks under torchrun: N ranks x B
-        # behave like one rank with N x B); a batch whose raw weights are all 0 gets weight 1
-        mean = all_mean(w.mean())
-        w = w / mean if float(mean) > 1e-12 else torch.ones_like(w)
         return {"y": y_hat, "w": w, "scores": scores, "omega": omega, **parts}
 
     def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:

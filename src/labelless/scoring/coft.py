@@ -17,6 +17,7 @@ Provenance (see ``docs/methods/coft.md`` and method notes section 2):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -57,20 +58,22 @@ def deft_losses(
     comp: torch.Tensor,
     warmup: bool,
     detach_pos: bool = True,
-    n_clean: torch.Tensor | None = None,
+    clean_denominator: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """DeFT's phase-1 losses for one batch.
 
     s_pos, s_neg: ``(B, C)`` logits of the positive / negative prompts.
     labels: ``(B,)`` (pseudo-)labels; comp: ``(B,)`` complementary labels (!= labels).
     warmup: during warm-up every sample counts as clean.
-    n_clean: the denominator of ``cls`` (None: this batch's clean count). Under torchrun the
-        caller passes ``max(global clean count, 1)`` divided by the number of ranks, so that the
-        ranks' averaged gradients equal the single-process gradient of the whole batch.
+    clean_denominator: maps this batch's clean count (a 0-d tensor) to the denominator of the
+        clean-sample mean (None: ``max(count, 1)``). Under torchrun the caller passes
+        ``max(global count, 1) / number of ranks``, so that the ranks' averaged gradients equal
+        the single-process gradient of the whole batch.
 
     Returns ``cls`` (CE of ``s+`` over the clean samples, 0 when none), ``neg`` (mean over the
     batch of ``-log p_no[comp] - log p_yes[y']``), ``clean`` ``(B,)`` bool mask (``p_yes[y] >
-    0.5`` after warm-up) and ``p_clean`` ``(B,)``.
+    0.5`` after warm-up), ``p_clean`` ``(B,)`` and ``n_clean``, the denominator used (for other
+    clean-sample means of the same batch).
     """
     p_yes = clean_probability(s_pos, s_neg, detach_pos)  # (B, C)
     p_clean = gather_clean(p_yes, labels)  # (B,)
@@ -79,14 +82,15 @@ def deft_losses(
     else:
         clean = p_clean.detach() > 0.5
     ce = F.cross_entropy(s_pos, labels, reduction="none")  # (B,)
-    denom = clean.sum().clamp_min(1) if n_clean is None else n_clean
+    count = clean.sum()
+    denom = count.clamp_min(1) if clean_denominator is None else clean_denominator(count)
     cls = (ce * clean).sum() / denom
     y_prime = torch.where(clean, labels, s_pos.detach().argmax(dim=1))
     eps = 1e-8
     log_yes = torch.log(gather_clean(p_yes, y_prime) + eps)
     log_no = torch.log(1 - gather_clean(p_yes, comp) + eps)
     neg = -(log_no + log_yes).mean()
-    return {"cls": cls, "neg": neg, "clean": clean, "p_clean": p_clean.detach()}
+    return {"cls": cls, "neg": neg, "clean": clean, "p_clean": p_clean.detach(), "n_clean": denom}
 
 
 def per_class_top(conf: torch.Tensor, pseudo: torch.Tensor, num_classes: int, frac: float, min_per_class: int = 1) -> torch.Tensor:

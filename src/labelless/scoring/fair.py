@@ -21,6 +21,7 @@ have weight 0 falls back to the plain mean of its crops instead of dividing by z
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -105,6 +106,7 @@ def pseudo_label_weight(
     ambiguity: bool = True,
     normalize: bool = True,
     eps: float = 1e-12,
+    batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Adaptive pseudo-label weight (Eq. 16, our reconstruction; method-notes 1.7).
 
@@ -112,7 +114,9 @@ def pseudo_label_weight(
     ``m_i = s1 - s2`` (top-1 minus top-2 score) and ``a_i = 1 - cos(A_c1, A_c2)`` (how distinct
     the two competing anchors are); ``w = m * a`` with either factor replaced by 1 when switched
     off, then divided by its batch mean (``normalize``) so the loss scale does not drift. A batch
-    whose raw weights are all 0 (or a single class) gets weight 1 everywhere. Returns
+    whose raw weights are all 0 (or a single class) gets weight 1 everywhere. ``batch_mean``
+    maps the raw weights ``(B,)`` to the normaliser (default their mean; under torchrun the
+    caller passes the mean over every rank's batch). Returns
     ``(w, {"margin": m, "ambiguity": a, "raw": m * a})``.
     """
     b, c = scores.shape
@@ -126,7 +130,7 @@ def pseudo_label_weight(
     raw = (m if margin else torch.ones_like(m)) * (amb if ambiguity else torch.ones_like(amb))
     w = raw
     if normalize:
-        mean = raw.mean()
+        mean = raw.mean() if batch_mean is None else batch_mean(raw)
         w = raw / mean if float(mean) > eps else torch.ones_like(raw)
     return w, {"margin": m, "ambiguity": amb, "raw": raw}
 

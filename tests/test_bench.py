@@ -185,6 +185,13 @@ def test_shipped_experiments_parse():
     from labelless.registry import METHODS
 
     assert all(m in METHODS for m in methods)
+    # the experiment file repeats the package's testbed recipes (YAML cannot import them)
+    from labelless.demo import COFT_TESTBED, FAIR_TESTBED, LATTE_TESTBED_OPTIM
+
+    params = {r["name"]: r.get("params", {}) for r in adapt.runs}
+    assert params["fair"] == FAIR_TESTBED and params["fair-no-las"] == {**FAIR_TESTBED, "ablation": "no_las"}
+    assert params["coft"] == COFT_TESTBED
+    assert params["latteclip"]["optim"] == params["flyp-pl"]["optim"] == LATTE_TESTBED_OPTIM
     assert adapt.data == main.data and adapt.seeds == main.seeds
 
 

@@ -23,21 +23,12 @@ import torch
 
 from labelless.backbones import load_backbone
 from labelless.config import from_dict
+from labelless.demo import COFT_TESTBED
 from labelless.methods.base import FitContext, Runtime
 from labelless.methods.coft import CoFT, CoFTConfig
 from labelless.methods.zeroshot import encode_texts
 
-#: chosen on testbed:split=val (see the module docstring)
-PARAMS = {
-    "n_ctx": 4,
-    "vpt_tokens": 4,
-    "head_init": "zeroshot",
-    "text_source": "texts",
-    "prompt_class_text": "text",
-    "phase1_top_frac": 0.2,
-    "phase1": {"epochs": 5, "batch_size": 32},
-    "phase2": {"epochs": 5, "batch_size": 32, "lr": 0.003},
-}
+PARAMS = COFT_TESTBED  # the testbed recipe, chosen on val (see the module docstring)
 
 
 def _testbed_data():

@@ -20,6 +20,7 @@ import torch
 from labelless.backbones import load_backbone
 from labelless.config import from_dict
 from labelless.data import build_dataset
+from labelless.demo import FAIR_TESTBED  # the testbed recipe, tuned on val
 from labelless.methods.base import FitContext, Runtime
 from labelless.methods.fair import Fair, FairConfig
 from labelless.methods.prototype import PrototypeClassifier
@@ -29,13 +30,6 @@ from labelless.text import build_texts
 
 pytestmark = pytest.mark.slow
 
-#: FAIR's testbed recipe, tuned on testbed:split=val (never test).
-FAIR_TESTBED = {
-    "n_crops": 16,
-    "k": 8,
-    "randaug_n": 0,
-    "optim": {"lr": 1e-3, "min_lr": 0.0, "epochs": 3, "batch_size": 32},
-}
 
 
 def _fit(tmp_path, train, texts, labels, params, tag):

@@ -18,15 +18,12 @@ import time
 import torch
 
 from labelless.backbones import load_backbone
+from labelless.config import from_dict
 from labelless.data.benchmarks import read_zhou_split
-from labelless.engine import OptimConfig
+from labelless.demo import LATTE_TESTBED_OPTIM  # the testbed recipe, chosen on val
 from labelless.methods import latteclip as L
 from labelless.methods.base import FitContext, Runtime
 from labelless.methods.zeroshot import encode_texts
-
-#: chosen on val; small model, so a larger lr than ViT-B-32's 1e-7
-OPTIM = dict(lr=1e-4, epochs=8, batch_size=64, weight_decay=0.2, no_decay="1d", betas=(0.9, 0.98),
-             eps=1e-6, warmup_steps=5)
 
 
 def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -53,7 +50,8 @@ def test_latteclip_beats_zero_shot_with_descriptions(tmp_path):
     zs = L.PrototypeTextClassifier(classnames, ctx.backbone.spec, {},
                                    encode_texts(ctx.backbone, descriptions).mean_embeddings())
     zs_acc = _acc(zs.predict(ctx.backbone, test, ctx.rt), test.labels)
-    cfg = L.LatteCLIPConfig(captions=str(task.captions_json), groups=str(groups), optim=OptimConfig(**OPTIM))
+    cfg = from_dict(L.LatteCLIPConfig, {"captions": str(task.captions_json), "groups": str(groups),
+                                        "optim": LATTE_TESTBED_OPTIM})
     fit = L.LatteCLIP(cfg).fit(ctx)
     acc = _acc(fit.classifier.predict(ctx.backbone, test, ctx.rt), test.labels)
     print(f"\ntest top-1: zero-shot descriptions {zs_acc:.1f}, LaTTe-CLIP {acc:.1f} ({time.time() - t0:.0f}s)")

@@ -11,6 +11,7 @@ settings chosen on the testbed's *validation* split (never its test split).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,17 @@ class DemoRun:
     note: str = ""
 
 
+#: The testbed recipes of the adaptation methods, chosen on testbed:split=val (never test; the
+#: val sweeps are in the docstrings of tests/test_learning_*.py). The demo, the learning tests and
+#: experiments/testbed/adaptation.yaml (which cannot import them: keep it in step) use these.
+FAIR_TESTBED = {"n_crops": 16, "k": 8, "randaug_n": 0,
+                "optim": {"lr": 1e-3, "min_lr": 0.0, "epochs": 3, "batch_size": 32}}
+LATTE_TESTBED_OPTIM = {"lr": 1e-4, "epochs": 8, "batch_size": 64, "warmup_steps": 5}
+COFT_TESTBED = {"n_ctx": 4, "vpt_tokens": 4, "head_init": "zeroshot", "text_source": "texts",
+                "prompt_class_text": "text", "phase1_top_frac": 0.2,
+                "phase1": {"epochs": 5, "batch_size": 32},
+                "phase2": {"epochs": 5, "batch_size": 32, "lr": 0.003}}
+
 DEMO_RUNS: list[DemoRun] = [
     DemoRun("zero-shot (class names)", "zeroshot", texts="testbed:what=names",
             params={"scorer": "clip"}, note="CLIP with 'a photo of a {c}.'"),
@@ -42,26 +54,17 @@ DEMO_RUNS: list[DemoRun] = [
     DemoRun("region probe (label-free)", "region-probe", label_texts="testbed:what=descriptions",
             note="16 crops, soft margin, top-5, linear probe on pseudo-labels"),
     DemoRun("FAIR", "fair", label_texts="testbed:what=descriptions",
-            params={"n_crops": 16, "k": 8, "randaug_n": 0,
-                    "optim": {"lr": 1e-3, "min_lr": 0.0, "epochs": 3, "batch_size": 32}},
-            note="LayerNorm self-training with learned anchors over top-k crops"),
+            params=FAIR_TESTBED, note="LayerNorm self-training with learned anchors over top-k crops"),
     DemoRun("FAIR w/o LAS", "fair", label_texts="testbed:what=descriptions",
-            params={"ablation": "no_las", "n_crops": 16, "k": 8, "randaug_n": 0,
-                    "optim": {"lr": 1e-3, "min_lr": 0.0, "epochs": 3, "batch_size": 32}},
+            params={**FAIR_TESTBED, "ablation": "no_las"},
             note="FAIR's ablation: fixed description embeddings label the crops"),
     DemoRun("LaTTe-CLIP", "latteclip", label_texts="testbed:what=descriptions",
-            params={"captions": "testbed", "groups": "testbed",
-                    "optim": {"lr": 1e-4, "epochs": 8, "batch_size": 64, "warmup_steps": 5}},
+            params={"captions": "testbed", "groups": "testbed", "optim": LATTE_TESTBED_OPTIM},
             note="prototypes + SIMULATED image/group captions, both towers"),
     DemoRun("FLYP + pseudo-labels", "flyp-pl", label_texts="testbed:what=descriptions",
-            params={"optim": {"lr": 1e-4, "epochs": 8, "batch_size": 64, "warmup_steps": 5}},
-            note="LaTTe-CLIP's baseline, LaTTe-CLIP's settings (not tuned separately)"),
+            params={"optim": LATTE_TESTBED_OPTIM}, note="LaTTe-CLIP's baseline, LaTTe-CLIP's settings (not tuned separately)"),
     DemoRun("CoFT", "coft", label_texts="testbed:what=descriptions",
-            params={"n_ctx": 4, "vpt_tokens": 4, "head_init": "zeroshot", "text_source": "texts",
-                    "prompt_class_text": "text", "phase1_top_frac": 0.2,
-                    "phase1": {"epochs": 5, "batch_size": 32},
-                    "phase2": {"epochs": 5, "batch_size": 32, "lr": 0.003}},
-            note="dual prompts + VPT on confident samples, then full fine-tuning"),
+            params=COFT_TESTBED, note="dual prompts + VPT on confident samples, then full fine-tuning"),
 ]
 
 
@@ -86,7 +89,7 @@ def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = No
             cfg = RunConfig(
                 method=entry.method, model="testbed", data="testbed:split=train",
                 eval_data="testbed:split=test", texts=entry.texts, label_texts=entry.label_texts,
-                out=str(run_dir), seed=rt.seed, params=dict(entry.params), runtime=rt,
+                out=str(run_dir), seed=rt.seed, params=copy.deepcopy(entry.params), runtime=rt,
             )
             run(cfg)
         rec = load_results(results)

@@ -13,6 +13,7 @@ one rank with batch N x B.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -66,12 +67,20 @@ def init_from_env(device: str = "auto") -> DistInfo:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+        # leave the group before the interpreter exits: a rank that finishes first and exits
+        # with the group alive can abort in the backend's thread teardown (SIGABRT)
+        atexit.register(_leave_group)
     if want_cuda:
         torch.cuda.set_device(local)
     return DistInfo(
         rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local,
         device=f"cuda:{local}" if want_cuda else "cpu",
     )
+
+
+def _leave_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def gather_cat(x: torch.Tensor) -> torch.Tensor:

@@ -190,7 +190,7 @@ def test_shipped_experiments_parse():
 
     params = {r["name"]: r.get("params", {}) for r in adapt.runs}
     assert params["fair"] == FAIR_TESTBED and params["fair-no-las"] == {**FAIR_TESTBED, "ablation": "no_las"}
-    assert params["coft"] == COFT_TESTBED
+    assert params["coft"] == params["coft-plus"] == COFT_TESTBED
     assert params["latteclip"]["optim"] == params["flyp-pl"]["optim"] == LATTE_TESTBED_OPTIM
     assert adapt.data == main.data and adapt.seeds == main.seeds
 
@@ -422,3 +422,16 @@ def test_compare_matches_family_dataset_backbone():
     assert m[("rp2", "Region scoring")]["paper_value"] == 65.59  # no variant keys: the primary row
     md = comparison_markdown(compare(rows))
     assert "| zs-cupl | eurosat | ViT-B-32/openai | 53.00 ± 1.41 | 2 | FAIR Table 1 | CuPL [42] | 50.06 | +2.94 |" in md
+
+
+def test_run_folders_of_variants_do_not_collide():
+    """``coft`` and ``coft+`` (and the demo's "CoFT" / "CoFT+") once shared a run folder, so the
+    second run silently reused the first one's results."""
+    from labelless.demo import DEMO_RUNS
+    from labelless.runner import RunConfig, _slug, default_out
+
+    outs = {m: default_out(RunConfig(method=m, model="testbed", data="testbed:split=train"))
+            for m in ("coft", "coft+")}
+    assert outs["coft"] != outs["coft+"]
+    slugs = [_slug(r.name) for r in DEMO_RUNS]
+    assert len(set(slugs)) == len(slugs), slugs

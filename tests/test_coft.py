@@ -27,6 +27,7 @@ from labelless.scoring.coft import (
     CONFIRMED,
     DROPPED,
     RELABELLED,
+    class_balance_weights,
     clean_probability,
     collaborate,
     complementary_labels,
@@ -129,6 +130,22 @@ def test_per_class_top_and_stats():
     assert st["frac"] == pytest.approx(4 / 6)
     assert st["precision"] == pytest.approx(2 / 3) and st["recall"] == pytest.approx(2 / 3)
     assert "precision" not in selection_stats(keep, pseudo, None)
+    # UPL's fixed top-K: the same count for every class (all of a class smaller than K)
+    top2 = per_class_top(conf, pseudo, 3, k=2)
+    assert top2.tolist() == [True, False, True, True, True, True]
+    with pytest.raises(ValueError):
+        per_class_top(conf, pseudo, 3, frac=0.5, k=2)
+
+
+def test_class_balance_weights():
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])  # counts 3, 1, 2; class 3 absent
+    w = class_balance_weights(labels, 4)
+    # n / (present classes * n_c) = 6 / (3 * n_c)
+    torch.testing.assert_close(w, torch.tensor([6 / 9, 2.0, 1.0, 0.0]))
+    # every present class weighs the same in total, and the mean weight per sample is 1
+    totals = torch.bincount(labels, weights=w[labels], minlength=4)
+    torch.testing.assert_close(totals[:3], torch.full((3,), 2.0))
+    assert float(w[labels].mean()) == pytest.approx(1.0)
 
 
 def test_moco_loss_hand_computed():
@@ -159,6 +176,10 @@ def test_configs_and_registration():
         CoFTConfig(phase1_top_frac=0)
     with pytest.raises(ConfigError):
         CoFTConfig(collab_require="most")
+    with pytest.raises(ConfigError):
+        CoFTConfig(phase1_select="top_k", phase1_top_k=0)
+    with pytest.raises(ConfigError):
+        CoFTConfig(phase2_balance="oversample")
 
 
 # ----------------------------------------------------------------------------- phases
@@ -253,6 +274,27 @@ def test_phase2_gradients_reach_exactly_visual_and_head(small_cfg):
     assert p2.queue_ptr == st["queue_ptr"]
 
 
+def test_phase2_class_balanced_loss_hand_computed():
+    """phase2_balance=reweight: per-sample CE x the class weight of the kept labels, over the
+    batch size; ``none`` is the plain mean CE."""
+    bb = load_backbone(TINY)
+    for p in bb.model.parameters():
+        p.requires_grad_(False)
+    text = torch.nn.functional.normalize(torch.randn(3, bb.embed_dim), dim=-1)
+    head = make_head(bb, text, "cls", "random", 100.0, torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 0, 0, 1, 2, 0])  # kept: the first 4 -> counts 3, 1, 0
+    batch = _batch()
+    with torch.no_grad():
+        logits = head(bb.encode_image(batch["views"]["img"][:, 0], tokens=True).cls)
+    ce = torch.nn.functional.cross_entropy(logits, labels[:4], reduction="none")
+    w = torch.tensor([4 / 6, 2.0, 0.0])  # 4 kept / (2 present classes * count)
+    for balance, expected in (("none", ce.mean()), ("reweight", (ce * w[labels[:4]]).mean())):
+        cfg = from_dict(CoFTConfig, {"phase2_balance": balance})
+        p2 = Phase2(bb, cfg, labels, torch.arange(4), [], head, seed=0)
+        with torch.no_grad():
+            torch.testing.assert_close(p2.training_step(batch, 0)["ce"], expected)
+
+
 def test_zeroshot_head_matches_zero_shot_logits():
     bb = load_backbone(TINY)
     text = torch.nn.functional.normalize(torch.randn(3, bb.embed_dim), dim=-1)
@@ -315,6 +357,30 @@ def test_coft_plus_rounds_and_moco(colour_folder, tmp_path):
     assert len(fit.info["coft"]["rounds"]) == 2
     p2 = [h for h in fit.history if h["stage"] == "phase2"]
     assert p2 and "moco" in p2[0]
+
+
+def test_phase1_monitor_logs_the_phase1_sides_before_phase2(colour_folder, tmp_path):
+    """With a labelled monitoring set, each round logs the phase-1 text/vision top-1 on it; the
+    logged value is that of the phase-1 model on the un-fine-tuned tower (phase 2's lr ~0 here,
+    so the tower is the same after fit and the phase-1 model can be re-evaluated)."""
+    params = {"n_ctx": 3, "vpt_tokens": 2, "collab_require": "either",
+              "phase1": {"epochs": 1, "batch_size": 6}, "phase2": {"epochs": 1, "batch_size": 6, "lr": 1e-12}}
+    bb = load_backbone(TINY)
+    ctx = _ctx(bb, colour_folder, tmp_path / "mon")
+    ctx.monitor = ctx.train
+    method = CoFT(from_dict(CoFTConfig, params))
+    fit = method.fit(ctx)
+    logged = fit.info["coft"]["rounds"][0]["monitor"]
+    inf = method.phase1_models[0].infer(ctx.train, ctx.rt)
+    for side in ("text", "vision"):
+        acc = 100.0 * float((inf[side].argmax(1) == ctx.train.labels).float().mean())
+        assert logged[f"{side}_side_top1"] == pytest.approx(acc)
+    assert any(h["stage"] == "round1/phase1_monitor" for h in fit.history)
+    # off: nothing logged
+    ctx_off = _ctx(load_backbone(TINY), colour_folder, tmp_path / "off")
+    ctx_off.monitor = ctx_off.train
+    fit_off = CoFT(from_dict(CoFTConfig, {**params, "monitor_eval": False})).fit(ctx_off)
+    assert "monitor" not in fit_off.info["coft"]["rounds"][0]
 
 
 def test_phase1_mid_epoch_resume_matches_uninterrupted(colour_folder, tmp_path):

@@ -93,3 +93,28 @@ def test_registry_rejects_duplicates_and_lists_names():
         reg.get("alpah")
     assert reg.describe("alpha") == "The alpha widget."
     assert "alpha" in reg and reg.names() == ["alpha"]
+
+
+def test_every_shipped_recipe_validates():
+    """recipes/**/*.yaml parse into a RunConfig and their method's typed config (unknown keys and
+    bad values raise), so a typo in a recipe fails here, not on a user's GPU hours later."""
+    from pathlib import Path
+
+    import labelless.data  # noqa: F401 - registers the data sets
+    import labelless.methods  # noqa: F401 - registers the methods
+    from labelless.config import load_yaml
+    from labelless.registry import DATASETS, METHODS
+    from labelless.runner import RunConfig, method_config
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
+    assert len(recipes) >= 10
+    for path in recipes:
+        raw = load_yaml(path)
+        raw.pop("runtime", None)
+        given = [raw[k] for k in ("data", "eval_data") if raw.get(k)]
+        raw.setdefault("data", "folder:root=given-on-the-command-line")  # LaTTe-CLIP's recipes
+        cfg = from_dict(RunConfig, raw, where="")
+        assert cfg.method in METHODS, path
+        method_config(cfg.method, cfg.params)
+        for spec in given:
+            assert parse_spec(spec)[0] in DATASETS, (path, spec)

@@ -38,7 +38,8 @@ FAIR_TESTBED = {"n_crops": 16, "k": 8, "randaug_n": 0,
                 "optim": {"lr": 1e-3, "min_lr": 0.0, "epochs": 3, "batch_size": 32}}
 LATTE_TESTBED_OPTIM = {"lr": 1e-4, "epochs": 8, "batch_size": 64, "warmup_steps": 5}
 COFT_TESTBED = {"n_ctx": 4, "vpt_tokens": 4, "head_init": "zeroshot", "text_source": "texts",
-                "prompt_class_text": "text", "phase1_top_frac": 0.2,
+                "prompt_class_text": "text", "phase1_select": "top_k", "phase1_top_k": 32,
+                "phase2_balance": "reweight",
                 "phase1": {"epochs": 5, "batch_size": 32},
                 "phase2": {"epochs": 5, "batch_size": 32, "lr": 0.003}}
 
@@ -65,6 +66,8 @@ DEMO_RUNS: list[DemoRun] = [
             params={"optim": LATTE_TESTBED_OPTIM}, note="LaTTe-CLIP's baseline, LaTTe-CLIP's settings (not tuned separately)"),
     DemoRun("CoFT", "coft", label_texts="testbed:what=descriptions",
             params=COFT_TESTBED, note="dual prompts + VPT on confident samples, then full fine-tuning"),
+    DemoRun("CoFT+", "coft+", label_texts="testbed:what=descriptions",
+            params=COFT_TESTBED, note="CoFT with 2 rounds and momentum contrast (descriptions as prompts)"),
 ]
 
 

@@ -70,6 +70,9 @@ class RunConfig:
 
 
 def _slug(text: str) -> str:
+    """A folder name: ``+`` becomes ``-plus`` (``coft+`` and ``coft`` must not share a folder),
+    other runs of unsafe characters one ``-``."""
+    text = re.sub(r"\s*\+", "-plus", text)
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "run"
 
 

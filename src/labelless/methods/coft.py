@@ -20,7 +20,8 @@ batch 64 / wd 5e-4; phase 2 full fine-tuning of the visual encoder + a randomly 
 head on the ``ln_post`` [CLS], SGD lr 5e-4 / 10 epochs / batch 64, on the clean subset.
 
 OURS (inferred; every one is a config field): zero-shot pseudo-labels as CoFT's starting labels;
-"high-confidence" = the per-class top fraction by zero-shot confidence; the negative branch sees
+"high-confidence" = the K most confident samples of each zero-shot pseudo-class (UPL's top-K, class-
+balanced); the negative branch sees
 the image feature without detaching it (so L_neg reaches the VPT tokens); the vision-side model
 is a linear head on the VPT-adapted [CLS], trained during phase 1 on the samples the text side's
 gate marks clean; the collaboration rule of :func:`labelless.scoring.coft.collaborate`; CoFT+
@@ -55,6 +56,7 @@ from labelless.registry import CLASSIFIERS, METHODS
 from labelless.scoring.coft import (
     CONFIRMED,
     RELABELLED,
+    class_balance_weights,
     clean_probability,
     collaborate,
     complementary_labels,
@@ -115,9 +117,14 @@ class CoFTConfig:
     vpt_tokens: [D] prompt tokens per layer (20).
     vpt_layers: [D] layers with prompts (None: all, deep VPT).
     phase1_select: [P]/[O] phase 1 trains on "high-confidence samples": ``top_frac`` keeps the
-        ``phase1_top_frac`` most confident samples of each pseudo-class [O]; ``all`` keeps every
-        sample and lets the dual-prompt gate filter (DeFT [D]).
+        ``phase1_top_frac`` most confident samples of each pseudo-class [O] (as many per class as
+        the pseudo-labels give it, so zero-shot's class imbalance carries over); ``top_k`` keeps
+        the ``phase1_top_k`` most confident of each pseudo-class (UPL's class-balanced top-K [O]);
+        ``all`` keeps every sample and lets the dual-prompt gate filter (DeFT [D]).
+        Default ``top_k``: on the testbed ``top_frac`` inherited zero-shot's class imbalance and
+        phase 1 did not learn (docs/methods/coft.md, "Class balance").
     phase1_top_frac: [O] 0.5.
+    phase1_top_k: [O] 16 (UPL's K).
     warmup_epochs: [D] epochs in which every selected sample counts as clean (1).
     neg_detach_image: [O] DeFT detaches the image feature in the negative branch; CoFT's abstract
         says the negative prompt "regularizes lightweight visual adaptation modules" [P], so by
@@ -137,9 +144,15 @@ class CoFTConfig:
         restarts the PEFT modules on the previous round's collaborative labels [O]. CoFT: 1.
     phase1: [D] optimisation of phase 1.
     phase2: [D] optimisation of phase 2.
+    phase2_balance: [O] ``none`` (DeFT: plain CE) or ``reweight``: the phase-2 CE weighs each
+        class by the inverse of its count among the collaborative labels, so a class that
+        zero-shot over-predicts does not dominate the fine-tuning.
     phase2_params: [D] backbone parameters fully fine-tuned in phase 2 (``visual``: the whole image
         tower; parameter groups or ``re:`` selectors).
     train_view: [O] augmentation of the training images (``weak``: resize, crop, flip).
+    monitor_eval: after each round's phase 1, log the text side's and the vision side's top-1 (%) on
+        the run's labelled monitoring set (``FitContext.monitor``; one pass over it per round;
+        logged only, never used to select anything), so that phase 1 and phase 2 can be compared.
     moco: [P] CoFT+ momentum contrastive learning, in phase 2 [O].
     moco_weight, moco_momentum, moco_queue, moco_temperature: [O] MoCo-v2-like defaults (1.0,
         0.999, 4096, 0.07); the paper's values are unknown.
@@ -156,8 +169,9 @@ class CoFTConfig:
     adapter: Literal["vpt"] = "vpt"
     vpt_tokens: int = 20
     vpt_layers: int | None = None
-    phase1_select: Literal["top_frac", "all"] = "top_frac"
+    phase1_select: Literal["top_frac", "top_k", "all"] = "top_k"
     phase1_top_frac: float = 0.5
+    phase1_top_k: int = 16
     warmup_epochs: int = 1
     neg_detach_image: bool = False
     neg_weight: float = 1.0
@@ -170,8 +184,10 @@ class CoFTConfig:
     rounds: int = 1
     phase1: Phase1Optim = field(default_factory=Phase1Optim)
     phase2: Phase2Optim = field(default_factory=Phase2Optim)
+    phase2_balance: Literal["none", "reweight"] = "none"
     phase2_params: tuple[str, ...] = ("visual",)
     train_view: str = "weak"
+    monitor_eval: bool = True
     moco: bool = False
     moco_weight: float = 1.0
     moco_momentum: float = 0.999
@@ -185,10 +201,14 @@ class CoFTConfig:
             raise ConfigError(f"text_source must be label_texts or texts, got {self.text_source!r}")
         if self.prompt_class_text not in ("name", "text"):
             raise ConfigError(f"prompt_class_text must be name or text, got {self.prompt_class_text!r}")
-        if self.phase1_select not in ("top_frac", "all"):
-            raise ConfigError(f"phase1_select must be top_frac or all, got {self.phase1_select!r}")
+        if self.phase1_select not in ("top_frac", "top_k", "all"):
+            raise ConfigError(f"phase1_select must be top_frac, top_k or all, got {self.phase1_select!r}")
         if not 0 < self.phase1_top_frac <= 1:
             raise ConfigError(f"phase1_top_frac must be in (0, 1], got {self.phase1_top_frac}")
+        if self.phase1_top_k < 1:
+            raise ConfigError(f"phase1_top_k must be >= 1, got {self.phase1_top_k}")
+        if self.phase2_balance not in ("none", "reweight"):
+            raise ConfigError(f"phase2_balance must be none or reweight, got {self.phase2_balance!r}")
         if self.collab_require not in ("both", "either"):
             raise ConfigError(f"collab_require must be both or either, got {self.collab_require!r}")
         if self.head_feature not in ("cls", "embed") or self.head_init not in ("random", "zeroshot"):
@@ -387,6 +407,10 @@ class Phase2(_MonitorMixin):
         self.subset_idx = subset_idx.long().cpu()
         self.head = head
         self.seed = seed
+        self.class_weight = None
+        if cfg.phase2_balance == "reweight":
+            kept = self.labels[self.subset_idx]
+            self.class_weight = class_balance_weights(kept, head.out_features).to(backbone.device)
         own = dict(backbone.model.named_parameters())
         self.param_names = list(param_names)
         self.params = [(n, own[n]) for n in self.param_names]
@@ -413,7 +437,10 @@ class Phase2(_MonitorMixin):
         y = self.labels[idx].to(dev)
         out = self.bb.encode_image(x, tokens=self.cfg.head_feature == "cls")
         logits = self.head(_head_input(out, self.cfg.head_feature))
-        ce = F.cross_entropy(logits, y)
+        if self.class_weight is None:
+            ce = F.cross_entropy(logits, y)
+        else:  # per-sample weights over the batch size (not their sum): exact under DDP averaging
+            ce = (F.cross_entropy(logits, y, reduction="none") * self.class_weight[y]).mean()
         res = {"ce": ce.detach()}
         loss = ce
         if self.key is not None:
@@ -550,8 +577,10 @@ class CoFTBase(Method):
             rdir = out_dir / (f"round{r + 1}" if cfg.rounds > 1 else ".")
             if cfg.phase1_select == "all":
                 sel = torch.ones(N, dtype=torch.bool)
+            elif cfg.phase1_select == "top_k":
+                sel = per_class_top(conf, pseudo, C, k=cfg.phase1_top_k)
             else:
-                sel = per_class_top(conf, pseudo, C, cfg.phase1_top_frac)
+                sel = per_class_top(conf, pseudo, C, frac=cfg.phase1_top_frac)
             sel_idx = sel.nonzero().squeeze(1)
             rinfo = {"round": r + 1, "pseudo": selection_stats(torch.ones(N, dtype=torch.bool), pseudo, truth),
                      "phase1_selected": selection_stats(sel, pseudo, truth)}
@@ -572,6 +601,13 @@ class CoFTBase(Method):
                 "text_side": selection_stats(torch.ones(N, dtype=torch.bool), inf["text"].argmax(1), truth),
                 "vision_side": selection_stats(torch.ones(N, dtype=torch.bool), inf["vision"].argmax(1), truth),
             })
+            mon = ctx.monitor
+            if cfg.monitor_eval and mon is not None and getattr(mon, "has_labels", False):
+                mi = p1.infer(mon, rt)
+                rinfo["monitor"] = {  # percent, like the run's metrics
+                    f"{side}_side_top1": 100.0 * float((mi[side].argmax(1) == mon.labels).float().mean())
+                    for side in ("text", "vision")}
+                history.append({"stage": f"round{r + 1}/phase1_monitor", **rinfo["monitor"]})
             info["rounds"].append(rinfo)
             history.append({"stage": f"round{r + 1}/collaboration", **{f"collab_{k}": v for k, v in rinfo["collab"].items()},
                             "collab_confirmed": rinfo["confirmed"], "collab_relabelled": rinfo["relabelled"]})

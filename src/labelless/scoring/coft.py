@@ -93,22 +93,40 @@ def deft_losses(
     return {"cls": cls, "neg": neg, "clean": clean, "p_clean": p_clean.detach(), "n_clean": denom}
 
 
-def per_class_top(conf: torch.Tensor, pseudo: torch.Tensor, num_classes: int, frac: float, min_per_class: int = 1) -> torch.Tensor:
-    """``(N,)`` bool: the ``ceil(frac * n_c)`` most confident samples of each pseudo-class c.
+def per_class_top(
+    conf: torch.Tensor, pseudo: torch.Tensor, num_classes: int, frac: float | None = None,
+    min_per_class: int = 1, k: int | None = None,
+) -> torch.Tensor:
+    """``(N,)`` bool: the most confident samples of each pseudo-class c.
 
     The UPL/CPL-style "high-confidence samples" of CoFT's phase 1 (our reading of the abstract):
     a per-class rank, not a probability threshold, so it adapts to each class's calibration.
+    Either ``frac`` (keep ``ceil(frac * n_c)``, at least ``min_per_class``: proportional to the
+    pseudo-class sizes) or ``k`` (keep ``min(k, n_c)``: UPL's fixed top-K, class-balanced).
     """
+    if (frac is None) == (k is None):
+        raise ValueError("per_class_top needs exactly one of frac and k")
     keep = torch.zeros_like(pseudo, dtype=torch.bool)
     for c in range(num_classes):
         idx = (pseudo == c).nonzero().squeeze(1)
         if idx.numel() == 0:
             continue
-        k = max(min_per_class, int(torch.ceil(torch.tensor(frac * idx.numel())).item()))
-        k = min(k, idx.numel())
-        top = conf[idx].topk(k).indices
+        if k is not None:
+            n = k
+        else:
+            n = max(min_per_class, int(torch.ceil(torch.tensor(frac * idx.numel())).item()))
+        n = min(n, idx.numel())
+        top = conf[idx].topk(n).indices
         keep[idx[top]] = True
     return keep
+
+
+def class_balance_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(C,)`` CE class weights ``n / (C_present * n_c)`` for ``labels (n,)``: each present class
+    weighs the same in total; absent classes get 0. Mean weight per sample is 1."""
+    counts = torch.bincount(labels.long(), minlength=num_classes).float()
+    present = (counts > 0).sum().clamp_min(1)
+    return torch.where(counts > 0, labels.numel() / (present * counts.clamp_min(1)), torch.zeros_like(counts))
 
 
 @dataclass
@@ -221,6 +239,7 @@ __all__ = [
     "DROPPED",
     "RELABELLED",
     "Collaboration",
+    "class_balance_weights",
     "clean_probability",
     "collaborate",
     "complementary_labels",

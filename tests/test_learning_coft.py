@@ -11,7 +11,7 @@ never used to select anything).
 What decided the recipe (val, 3-5 seeds): zero-shot over-predicts three classes (370, 332 and
 314 of 1,500 train images against 150 each) and under-predicts four (32-40). Phase 1 on the
 per-class top FRACTION (the earlier recipe, top 20%) inherits that imbalance; its text side
-stayed at zero-shot level and varied with the seed (val 42.2-52.2 over 5 seeds, phase 2 42.0-49.4).
+stayed at zero-shot level and varied with the seed (val 43.2-51.8 over 3 seeds; phase 2 42.0-49.4 over 5).
 UPL's class-balanced top-K (``phase1_select=top_k``, K=32) made phase 1 learn with every seed
 (val text side 48.6-51.4), the collaborative labels cleaner (precision 0.615-0.638 vs 0.470 raw)
 and phase 2 better than phase 1 with each of 5 seeds (val 50.2-54.6, +0.8 to +3.2 over phase 1),

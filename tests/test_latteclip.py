@@ -230,3 +230,25 @@ def test_registered():
     from labelless.registry import CLASSIFIERS, METHODS
 
     assert "latteclip" in METHODS and "flyp-pl" in METHODS and "latteclip" in CLASSIFIERS
+
+
+def test_cli_set_flags_complete_a_config_that_is_only_valid_with_them(colour_folder, tmp_path, capsys):
+    """``labelless adapt --method latteclip --set captions=... --set groups=...`` without a recipe:
+    the defaults alone are invalid (use_image needs captions), so the flags must be merged into
+    the parameters before anything validates them (they were applied to the validated defaults,
+    and the command failed with 'use_image needs captions'). Nested flags keep the recipe's
+    other keys."""
+    from labelless.cli import main
+
+    caps, groups = _texts_files(tmp_path, colour_folder)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("method: latteclip\nparams:\n  optim:\n    epochs: 1\n    batch_size: 6\n")
+    out = tmp_path / "run"
+    rc = main(["adapt", "--method", "latteclip", "--config", str(recipe), "--model", "openclip:labelless-tiny:random",
+               "--data", f"imagefolder:root={colour_folder}", "--out", str(out), "--no-progress",
+               "--cache-dir", str(tmp_path / "cache"),
+               "--set", f"captions={caps}", "--set", f"groups={groups}", "--set", "optim.lr=2e-5"])
+    assert rc == 0, capsys.readouterr().err
+    params = json.loads((out / "results.json").read_text())["config"]["method"]  # the resolved config
+    assert params["captions"] == str(caps) and params["groups"] == str(groups)
+    assert params["optim"]["lr"] == 2e-5 and params["optim"]["epochs"] == 1 and params["optim"]["batch_size"] == 6

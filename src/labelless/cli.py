@@ -47,7 +47,7 @@ def _data_flags(p: argparse.ArgumentParser, method: bool) -> None:
 
 
 def _run_config(args, method: str, params: dict):
-    from labelless.config import apply_overrides, from_dict, load_yaml, parse_set_flags
+    from labelless.config import from_dict, load_yaml, merge_params, parse_set_flags
     from labelless.runner import RunConfig
 
     base: dict = {}
@@ -71,12 +71,8 @@ def _run_config(args, method: str, params: dict):
     cfg.runtime = rt
     overrides = parse_set_flags(args.set)
     if overrides:
-        from labelless.runner import method_config
-
-        mcfg = apply_overrides(method_config(cfg.method, cfg.params), overrides)
-        from labelless.config import to_dict
-
-        cfg.params = to_dict(mcfg)
+        # merged into the mapping, validated once, whole, when the run builds the method config
+        cfg.params = merge_params(cfg.params, overrides)
     return cfg
 
 

@@ -8,6 +8,7 @@ Library functions take config objects, never the CLI's ``argparse`` namespace.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -135,6 +136,11 @@ def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
 
     Values are coerced to the field's annotated type; validation (``__post_init__``) runs again.
     """
+    return _merge(cfg, nest_overrides(overrides), "")
+
+
+def nest_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim.lr": "1e-4", "k": "8"}`` -> ``{"optim": {"lr": "1e-4"}, "k": "8"}``."""
     nested: dict[str, Any] = {}
     for key, value in overrides.items():
         node = nested
@@ -144,7 +150,30 @@ def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{key}' conflicts with another override")
         node[parts[-1]] = value
-    return _merge(cfg, nested, "")
+    return nested
+
+
+def merge_params(params: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A method's (partial) parameter mapping with dotted-key overrides merged in, nested
+    mappings merged key by key (``--set optim.lr=...`` keeps the recipe's ``optim.epochs``).
+
+    Unlike :func:`apply_overrides` it does not build the config first: a recipe that is only
+    valid together with its overrides (LaTTe-CLIP without ``captions`` until ``--set
+    captions=...``) is validated once, whole, by ``from_dict`` afterwards.
+    """
+    return deep_merge(params or {}, nest_overrides(overrides))
+
+
+def deep_merge(base: dict, patch: dict | None) -> dict:
+    """A deep copy of ``base`` with ``patch`` merged in: nested mappings key by key, anything
+    else replaced."""
+    out = copy.deepcopy(base)
+    for k, v in (patch or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
 
 
 def _merge(cfg: Any, patch: dict, where: str) -> Any:

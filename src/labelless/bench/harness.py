@@ -31,7 +31,6 @@ merge). Every concrete run gets the folder ``<runs>/<experiment>/<run>/<data>/<m
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import math
 import re
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labelless.config import deep_merge
 from labelless.errors import ConfigError, LabellessError, did_you_mean
 from labelless.utils.io import atomic_write_json, stable_hash
 
@@ -75,16 +75,6 @@ _RUN_KEYS = {"name", "method", "params", "texts", "label_texts", "eval_data", "c
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(text)).strip("-.")[:80] or "x"
-
-
-def _deep_merge(base: dict, patch: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (patch or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 def _check_keys(d: Any, allowed: set[str], where: str) -> dict:
@@ -162,7 +152,7 @@ def load_experiment(path: str | Path) -> Experiment:
         if base_path == path.resolve():
             raise ConfigError(f"{path}: extends itself")
         base = load_experiment(base_path)
-        defaults = _deep_merge(base.defaults, defaults)
+        defaults = deep_merge(base.defaults, defaults)
         grid = {"data": base.data, "model": base.models, "seed": base.seeds, **grid}
     runs_spec = grid.get("runs", raw.get("runs"))
     if runs_spec is not None and grid.get("method") is not None:
@@ -262,10 +252,10 @@ def expand(exp: Experiment, runs_dir: str | Path = "runs", runtime: dict | None 
                     fields.update({k: v for k, v in d.items() if k not in ("name", "method_params")})
                     fields.update({k: v for k, v in r.items()
                                    if k not in ("name", "params", "datasets", "note")})
-                    params = _deep_merge(exp.defaults.get("params") or {}, r.get("params") or {})
+                    params = deep_merge(exp.defaults.get("params") or {}, r.get("params") or {})
                     mp = d.get("method_params") or {}
                     for key in (r["method"], r["name"]):  # the run name wins over the method name
-                        params = _deep_merge(params, mp.get(key) or {})
+                        params = deep_merge(params, mp.get(key) or {})
                     fields.update(model=m["model"], seed=seed, params=params)
                     out = root / _slug(r["name"]) / _slug(d["name"]) / _slug(m["name"]) / f"s{seed}"
                     try:
@@ -308,7 +298,7 @@ def full_params(method: str, params: dict) -> dict:
         defaults = to_dict(METHODS.get(method).Config())
     except Exception:  # a Config without full defaults: leave the params as given
         return params
-    return _deep_merge(defaults, params or {})
+    return deep_merge(defaults, params or {})
 
 
 def check_status(planned: list[PlannedRun]) -> list[PlannedRun]:

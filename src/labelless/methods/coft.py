@@ -603,9 +603,11 @@ class CoFTBase(Method):
             })
             mon = ctx.monitor
             if cfg.monitor_eval and mon is not None and getattr(mon, "has_labels", False):
+                from labelless.eval.metrics import classification_metrics  # only when monitoring
+
                 mi = p1.infer(mon, rt)
-                rinfo["monitor"] = {  # percent, like the run's metrics
-                    f"{side}_side_top1": 100.0 * float((mi[side].argmax(1) == mon.labels).float().mean())
+                rinfo["monitor"] = {  # the run's metric (top-1 %, unknown labels ignored)
+                    f"{side}_side_top1": classification_metrics(mi[side], mon.labels, C).top1
                     for side in ("text", "vision")}
                 history.append({"stage": f"round{r + 1}/phase1_monitor", **rinfo["monitor"]})
             info["rounds"].append(rinfo)

@@ -355,9 +355,11 @@ class FairTrainer:
         if self.out_dir is not None:
             self._write_pl_table(epoch)
         if self.cfg.monitor_eval and self.monitor is not None and self.monitor.has_labels:
+            from labelless.eval.metrics import classification_metrics  # only when monitoring
+
             with torch.no_grad():
                 logits = self.classifier().predict(self.backbone, self.monitor, self._monitor_rt())
-            row["monitor_acc"] = 100.0 * float((logits.argmax(1).cpu() == self.monitor.labels).float().mean())
+            row["monitor_acc"] = classification_metrics(logits, self.monitor.labels, len(self.classnames)).top1
         self._reset_epoch()
         return row
 

@@ -435,3 +435,53 @@ def test_run_folders_of_variants_do_not_collide():
     assert outs["coft"] != outs["coft+"]
     slugs = [_slug(r.name) for r in DEMO_RUNS]
     assert len(set(slugs)) == len(slugs), slugs
+
+
+def test_one_testbed_recipe_per_method_everywhere():
+    """The demo, recipes/*/testbed*.yaml and every testbed experiment use the same settings per
+    method (labelless.demo holds them; YAML cannot import them)."""
+    import yaml
+
+    from labelless.demo import COFT_TESTBED, DEMO_RUNS, FAIR_TESTBED, LATTE_TESTBED_OPTIM
+
+    latte = {"captions": "testbed", "groups": "testbed", "optim": LATTE_TESTBED_OPTIM}
+    expected = {"fair": FAIR_TESTBED, "fair-no-las": {**FAIR_TESTBED, "ablation": "no_las"},
+                "latteclip": latte, "flyp-pl": {"optim": LATTE_TESTBED_OPTIM}, "coft": COFT_TESTBED,
+                "coft-plus": COFT_TESTBED, "region-probe": {}}
+    for name in ("adaptation.yaml", "dev-suite.yaml", "heldout-suite.yaml"):
+        exp = load_experiment(EXPERIMENTS / "testbed" / name)
+        for r in exp.runs:
+            if r["name"] in expected:
+                assert r.get("params", {}) == expected[r["name"]], (name, r["name"])
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    files = {"fair": "fair/testbed.yaml", "latteclip": "latteclip/testbed.yaml",
+             "flyp-pl": "latteclip/flyp-pl-testbed.yaml", "coft": "coft/testbed.yaml",
+             "coft-plus": "coft/testbed-plus.yaml"}
+    for run, rel in files.items():
+        raw = yaml.safe_load((recipes / rel).read_text())
+        assert raw["params"] == expected[run], rel
+        assert raw["label_texts"] == raw["texts"] == "testbed:what=descriptions", rel
+    demo = {(e.method, e.params.get("ablation")): e.params for e in DEMO_RUNS if e.method != "zeroshot"}
+    assert demo[("fair", None)] == FAIR_TESTBED and demo[("coft", None)] == COFT_TESTBED
+    assert demo[("latteclip", None)] == latte and demo[("region-probe", None)] == {}
+
+
+def test_task_suites_are_disjoint_and_measure_the_right_split():
+    from labelless.testbed import TaskConfig, task_hash
+    from labelless.testbed.taskfile import load_task_file
+
+    def tasks(name, split):
+        exp = load_experiment(EXPERIMENTS / "testbed" / name)
+        assert exp.baseline == "zs-cupl"
+        out = {}
+        for d in exp.data:
+            path = d["data"].split("task=")[1].split(",")[0]
+            assert d["eval_data"] == f"testbed:task={path},split={split}"  # never tune on test
+            assert d["texts"] == d["label_texts"] == f"testbed:task={path},what=descriptions"
+            out[d["name"]] = task_hash(load_task_file(Path(__file__).resolve().parents[1] / path))
+        return out
+
+    dev, held = tasks("dev-suite.yaml", "val"), tasks("heldout-suite.yaml", "test")
+    assert len(dev) >= 6 and len(held) >= 6
+    assert task_hash(TaskConfig()) in dev.values()  # the shipped task is a dev task
+    assert not set(dev.values()) & set(held.values())

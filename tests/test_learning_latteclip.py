@@ -68,8 +68,9 @@ def test_testbed_caption_files_resolve_for_runs(tmp_path):
 
     tb = ensure_testbed(progress=False)
     params = resolve_testbed_files({"captions": "testbed", "groups": "testbed", "alpha": 0.01}, tmp_path)
-    assert params["alpha"] == 0.01 and params["groups"] == str(tmp_path / "testbed-groups.json")
-    doc = json.loads((tmp_path / "testbed-groups.json").read_text())
+    groups = tmp_path / f"testbed-groups-{tb.task.hash}.json"  # one file per task
+    assert params["alpha"] == 0.01 and params["groups"] == str(groups)
+    doc = json.loads(groups.read_text())
     assert doc["simulated"] is True
     pool = load_group_pool(params["groups"], tb.task.config.classnames)
     assert sum(len(v) for v in pool.values()) == tb.task.config.n_train  # one group per image

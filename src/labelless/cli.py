@@ -191,7 +191,7 @@ def cmd_aggregate(args) -> None:
 def cmd_demo(args) -> None:
     from labelless.demo import demo
 
-    demo(args.out, _runtime(args), only=args.only)
+    demo(args.out, _runtime(args), only=args.only, task=args.task)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="build the testbed and compare every method on it (CPU, minutes)")
     d.add_argument("--out", default="runs/demo", help="where the demo runs go (finished runs are reused)")
     d.add_argument("--only", nargs="*", help="run only entries whose name contains one of these")
+    d.add_argument("--task", help="a testbed task file (YAML; default: the shipped task), e.g. one "
+                   "drawn by 'labelless testbed suite'")
     _runtime_flags(d)
     d.set_defaults(func=cmd_demo)
 
@@ -257,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     from labelless.textgen.cli import add_commands as textgen_commands
 
     textgen_commands(sub)
+
+    from labelless.testbed.cli import add_commands as testbed_commands
+
+    testbed_commands(sub)
 
     ag = sub.add_parser("aggregate", help="tabulate many results.json into CSV + Markdown + plot")
     ag.add_argument("runs", help="folder searched recursively for results.json")

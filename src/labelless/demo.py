@@ -71,14 +71,32 @@ DEMO_RUNS: list[DemoRun] = [
 ]
 
 
-def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = None) -> list[dict]:
-    """Run every demo entry whose method is registered; return one row per run."""
+def with_task(spec: str, task: str | None) -> str:
+    """``spec`` (a ``testbed:...`` data or text spec) on the task file ``task`` (None: as is)."""
+    if not task or not spec.startswith("testbed"):
+        return spec
+    return f"{spec},task={task}" if ":" in spec else f"{spec}:task={task}"
+
+
+def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = None,
+         task: str | None = None) -> list[dict]:
+    """Run every demo entry whose method is registered; return one row per run.
+
+    ``task``: a testbed task file (default: the shipped task). Its runs go to
+    ``<out_dir>/<file stem>-<task hash>/`` so that results of different tasks are never reused
+    for one another.
+    """
     from labelless.eval import load_results, plot_bars
     from labelless.methods.base import Runtime
     from labelless.runner import RunConfig, _slug, run
 
     rt = rt or Runtime()
     out_dir = Path(out_dir)
+    if task:
+        from labelless.testbed.task import task_hash
+        from labelless.testbed.taskfile import load_task_file
+
+        out_dir = out_dir / f"{_slug(Path(task).stem)}-{task_hash(load_task_file(task))[:8]}"
     rows = []
     for entry in DEMO_RUNS:
         if entry.method not in METHODS:
@@ -90,8 +108,9 @@ def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = No
         if not results.exists():
             print(f"\n== {entry.name}: {entry.note}")
             cfg = RunConfig(
-                method=entry.method, model="testbed", data="testbed:split=train",
-                eval_data="testbed:split=test", texts=entry.texts, label_texts=entry.label_texts,
+                method=entry.method, model="testbed", data=with_task("testbed:split=train", task),
+                eval_data=with_task("testbed:split=test", task), texts=with_task(entry.texts, task),
+                label_texts=with_task(entry.label_texts, task),
                 out=str(run_dir), seed=rt.seed, params=copy.deepcopy(entry.params), runtime=rt,
             )
             run(cfg)

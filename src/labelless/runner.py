@@ -148,10 +148,11 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     params = dict(cfg.params or {})
     if "testbed" in (params.get("captions"), params.get("groups")):
+        from labelless.data.testbed import task_of_spec
         from labelless.testbed.groups import resolve_testbed_files
 
         out.mkdir(parents=True, exist_ok=True)
-        params = resolve_testbed_files(params, out)
+        params = resolve_testbed_files(params, out, task=task_of_spec(cfg.data))
     mcfg = method_config(cfg.method, params)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

@@ -64,7 +64,7 @@ CHECKPOINT_FILENAME = "checkpoint.pt"  # written by labelless.engine.TrainLoop
 # RunConfig fields that define what a run computes (hashed); `out` and `runtime` do not.
 IDENTITY_FIELDS = ("method", "model", "data", "eval_data", "classes", "texts", "label_texts",
                    "seed", "monitor", "params")
-_TOP_KEYS = {"name", "description", "extends", "defaults", "grid", "runs"}
+_TOP_KEYS = {"name", "description", "extends", "defaults", "grid", "runs", "baseline"}
 _GRID_KEYS = {"method", "runs", "data", "model", "seed"}
 _DEFAULT_KEYS = {"model", "data", "eval_data", "classes", "texts", "label_texts", "monitor",
                  "params", "runtime", "seed"}
@@ -101,6 +101,9 @@ class Experiment:
     data: list[dict] = field(default_factory=list)
     models: list[dict] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
+    baseline: str | None = None
+    """A run name: when set, the summary adds the gain of every run over it per task
+    (``suite.md``, :mod:`labelless.bench.suite`)."""
 
 
 @dataclass
@@ -213,8 +216,13 @@ def load_experiment(path: str | Path) -> Experiment:
             if name not in known:
                 raise ConfigError(f"{path}: run '{r['name']}' lists unknown data set '{name}'.{did_you_mean(name, known)}")
     name = str(raw.get("name") or path.stem)
+    baseline = raw.get("baseline")
+    if baseline is not None and baseline not in {r["name"] for r in runs}:
+        raise ConfigError(f"{path}: baseline '{baseline}' is not a run name."
+                          f"{did_you_mean(str(baseline), [r['name'] for r in runs])}")
     return Experiment(name=name, path=path, description=str(raw.get("description") or ""),
-                      defaults=defaults, runs=runs, data=data, models=models, seeds=list(seeds))
+                      defaults=defaults, runs=runs, data=data, models=models, seeds=list(seeds),
+                      baseline=baseline)
 
 
 def _runtime(base: dict, overrides: dict | None, seed: int):
@@ -449,6 +457,10 @@ def run_experiment(
     exp_dir = Path(runs_dir) / _slug(exp.name)
     if aggregate and exp_dir.is_dir():
         summarize(exp_dir, report, out=out)
+        if exp.baseline and report.rows:
+            from labelless.bench.suite import write_suite_summary
+
+            report.files.update(write_suite_summary(report.rows, exp.baseline, exp_dir, out=out))
     if report.failed:
         raise LabellessError(
             f"{len(report.failed)} run(s) of '{exp.name}' did not finish:\n  "

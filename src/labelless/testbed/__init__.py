@@ -9,6 +9,10 @@ tests of the adaptation methods run on it.
     backbone = load_backbone(tb.spec)          # "openclip:labelless-testbed:/.../model.pt"
     tb.task.split_json, tb.task.descriptions_json, ...
 
+Other tasks are YAML task files (:mod:`labelless.testbed.taskfile`; ``--data
+testbed:task=FILE,split=train``); ``labelless testbed suite`` draws suites of them
+(:mod:`labelless.testbed.suite`). The pre-trained model serves every task.
+
 (``labelless.testbed.pretrain`` is the pre-training module; its ``pretrain`` function is not
 re-exported here so that the module name is not shadowed.)
 """
@@ -22,7 +26,8 @@ from labelless.testbed.pretrain import (
     ensure_pretrained,
     register_model_configs,
 )
-from labelless.testbed.task import TaskConfig, TaskPaths, build_task, group_captions
+from labelless.testbed.task import TaskConfig, TaskPaths, build_task, group_captions, task_hash
+from labelless.testbed.taskfile import load_task_file, write_task_file
 from labelless.testbed.world import (
     Scene,
     SceneObject,
@@ -54,10 +59,13 @@ __all__ = [
     "ensure_pretrained",
     "ensure_testbed",
     "group_captions",
+    "load_task_file",
     "register_model_configs",
     "render",
     "sample_pairs",
     "sample_scene",
     "simulate_caption",
     "simulate_group_caption",
+    "task_hash",
+    "write_task_file",
 ]

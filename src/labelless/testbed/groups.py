@@ -16,14 +16,15 @@ from pathlib import Path
 import torch
 
 from labelless.testbed.build import Testbed
-from labelless.testbed.task import group_captions
+from labelless.testbed.task import TaskPaths, group_captions
 from labelless.utils.io import atomic_write_json
 
 
 def write_group_captions(tb: Testbed, out_path: str | Path, group_size: int = 4, seed: int = 0,
-                         batch_size: int = 128) -> Path:
-    """Plan groups from zero-shot pseudo-labels of the train split, simulate their captions and
-    write them atomically to ``out_path``; returns the path."""
+                         batch_size: int = 128, task: TaskPaths | None = None) -> Path:
+    """Plan groups from zero-shot pseudo-labels of the train split of ``task`` (default: the
+    testbed's own task), simulate their captions and write them atomically to ``out_path``;
+    returns the path."""
     from labelless.backbones import load_backbone
     from labelless.data.benchmarks import read_zhou_split
     from labelless.data.features import extract_features
@@ -31,7 +32,7 @@ def write_group_captions(tb: Testbed, out_path: str | Path, group_size: int = 4,
     from labelless.textgen import plan_groups
     from labelless.views import build_view
 
-    task = tb.task
+    task = task or tb.task
     backbone = load_backbone(tb.spec)
     train = read_zhou_split(task.split_json, task.images_dir, "train", name="testbed")
     classnames = list(train.classnames)
@@ -49,23 +50,25 @@ def write_group_captions(tb: Testbed, out_path: str | Path, group_size: int = 4,
     return atomic_write_json(out_path, doc)
 
 
-def resolve_testbed_files(params: dict, work_dir: str | Path) -> dict:
+def resolve_testbed_files(params: dict, work_dir: str | Path, task: str | None = None) -> dict:
     """Replace the value ``"testbed"`` of a method's ``captions`` / ``groups`` setting by the
-    testbed's SIMULATED per-image captions file / a group-captions file written (once) to
-    ``work_dir/testbed-groups.json``. Other params pass through unchanged."""
+    SIMULATED per-image captions file of the testbed task ``task`` (a task file; None or '' is
+    the shipped task: pass the ``task=`` of the run's data spec, so captions and data are the
+    same task) / a group-captions file written (once per task) to
+    ``work_dir/testbed-groups-<task hash>.json``. Other params pass through unchanged."""
     wanted = [k for k in ("captions", "groups") if params.get(k) == "testbed"]
     if not wanted:
         return params
-    from labelless.testbed import ensure_testbed
+    from labelless.data.testbed import _model, testbed_task
 
-    tb = ensure_testbed()
+    paths = testbed_task(task or None)
     out = dict(params)
     if "captions" in wanted:
-        out["captions"] = str(tb.task.captions_json)
+        out["captions"] = str(paths.captions_json)
     if "groups" in wanted:
-        path = Path(work_dir) / "testbed-groups.json"
+        path = Path(work_dir) / f"testbed-groups-{paths.hash}.json"
         if not path.exists():
-            write_group_captions(tb, path)
+            write_group_captions(_model(), path, task=paths)
         out["groups"] = str(path)
     return out
 

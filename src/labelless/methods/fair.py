@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ from labelless.scoring.wca import text_weights
 from labelless.tuners import Tuner, build_tuner
 from labelless.utils.io import atomic_save
 from labelless.views import build_view
+
+log = logging.getLogger(__name__)
 
 
 def _fair_optim() -> OptimConfig:
@@ -476,7 +479,7 @@ class Fair(Method):
         cfg: FairConfig = self.cfg
         trainer, loop = build_fair(ctx, cfg)
         report = trainer.tuner.report()
-        print(report)
+        log.info(report)
         history = loop.run(resume=ctx.resume)
         tuned = trainer.tuner.finalize()
         clf = trainer.classifier(tuned=bool(tuned))

@@ -1,6 +1,6 @@
 """Data sets: robust image loading, folders, CSV lists and the CoOp benchmarks.
 
-``build_dataset("eurosat:root=../shared/data/eurosat,split=test")`` is the entry point; every
+``build_dataset("eurosat:root=data/eurosat,split=test")`` is the entry point; every
 data-set kind is registered in :data:`labelless.registry.DATASETS` when this package is
 imported (the builders live in :mod:`.folders` and :mod:`.benchmarks`).
 """

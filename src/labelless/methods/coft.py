@@ -2,7 +2,7 @@
 
 No code and only the abstract of the paper are available, so this is a RECONSTRUCTION from the
 abstract and its verified ancestor DeFT (``HotanLee/DeFT@dafcc14``); ``docs/methods/coft.md``
-and method notes section 2 list every choice with its source. In short:
+and docs/methods/coft.md list every choice with its source. In short:
 
 Paper's words (abstract, VERIFIED):
   * "dual-prompt learning strategy with positive and negative textual prompts to explicitly

@@ -1,4 +1,4 @@
-"""Region probe: label-free discriminative region scoring (Zhu 2026; method-notes section 4).
+"""Region probe: label-free discriminative region scoring (Zhu 2026; docs/methods/region-probe.md).
 
 Pipeline (paper section 3): image -> L regions (random crops or SAM masks) -> frozen CLIP
 features (global ``g``, regions ``f_i``, class texts ``t_c``) -> region scores ``s_i`` (scoring

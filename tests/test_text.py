@@ -275,7 +275,7 @@ def test_descriptions_bad_files(tmp_path, content, match):
 
 
 def test_descriptions_requires_path():
-    with pytest.raises(TextSourceError, match="path=F.json is required"):
+    with pytest.raises(TextSourceError, match="give path=F.json .* or name=SET"):
         build_texts("descriptions", ["a"])
 
 

@@ -42,6 +42,7 @@ def _data_flags(p: argparse.ArgumentParser, method: bool) -> None:
     p.add_argument("--texts", help="class texts, e.g. descriptions:path=cupl.json or templates:name=imagenet")
     p.add_argument("--label-texts", help="plain label prompts (default templates:name=clip)")
     p.add_argument("--out", help="run folder (default runs/<method>-<data>-s<seed>)")
+    p.add_argument("--data-root", help="folder relative data roots are looked up in (default $LABELLESS_DATA)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method setting, e.g. --set optim.lr=1e-4 (repeatable)")
 
@@ -188,6 +189,20 @@ def cmd_aggregate(args) -> None:
     print(f"wrote {csv_path}, {md_path}")
 
 
+def cmd_export(args) -> None:
+    from labelless.export import export_classifier
+
+    res = export_classifier(args.classifier_dir, args.format, args.out,
+                            check_images=args.check_images, device=args.device)
+    for f in res.files:
+        print(f"wrote {f}")
+    if res.check is not None:
+        c = res.check
+        top1 = f", top-1 identical: {c['top1_identical']}" if "top1_identical" in c else ""
+        print(f"check ({c['against']}, {c['n_images']} images): max |logit diff| "
+              f"{c['max_abs_logit_diff']:.3g}{top1}")
+
+
 def cmd_demo(args) -> None:
     from labelless.demo import demo
 
@@ -244,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("-v", "--verbose", action="store_true", help="methods: show their settings")
     ls.set_defaults(func=cmd_list)
 
+    ex = sub.add_parser("export", help="export a classifier for use without labelless (open_clip, hf, onnx, torchscript)")
+    ex.add_argument("classifier_dir", help="the classifier folder of a run")
+    ex.add_argument("--format", required=True, choices=["open_clip", "hf", "onnx", "torchscript"])
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--check-images", help="onnx/torchscript: compare with labelless's predictions on this image folder")
+    ex.add_argument("--device", default="cpu", help="device used to load and trace (default cpu)")
+    ex.set_defaults(func=cmd_export)
+
     d = sub.add_parser("demo", help="build the testbed and compare every method on it (CPU, minutes)")
     d.add_argument("--out", default="runs/demo", help="where the demo runs go (finished runs are reused)")
     d.add_argument("--only", nargs="*", help="run only entries whose name contains one of these")
@@ -274,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from labelless.utils.log import setup_cli_logging
+
+    setup_cli_logging()  # library code logs; on the command line INFO goes to stdout
+    if getattr(args, "data_root", None):
+        import os
+
+        os.environ["LABELLESS_DATA"] = args.data_root  # read by build_dataset (labelless.utils.paths)
     try:
         import labelless  # noqa: F401  (registries)
 

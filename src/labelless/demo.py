@@ -12,11 +12,14 @@ settings chosen on the testbed's *validation* split (never its test split).
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelless.errors import LabellessError
 from labelless.registry import METHODS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -106,7 +109,7 @@ def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = No
         run_dir = out_dir / _slug(entry.name)
         results = run_dir / "results.json"
         if not results.exists():
-            print(f"\n== {entry.name}: {entry.note}")
+            log.info(f"\n== {entry.name}: {entry.note}")
             cfg = RunConfig(
                 method=entry.method, model="testbed", data=with_task("testbed:split=train", task),
                 eval_data=with_task("testbed:split=test", task), texts=with_task(entry.texts, task),
@@ -129,9 +132,9 @@ def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = No
         delta = "" if base is None or r["top1"] is None else f"{r['top1'] - base:+.1f}"
         lines.append(f"| {r['name']:<{width}} | {r['top1']:.1f} | {r['mean_per_class']:.1f} | {delta:>21} |")
     table = "\n".join(lines)
-    print("\nTestbed, inductive (adapt on unlabeled train, evaluate on test):\n" + table)
+    log.info("\nTestbed, inductive (adapt on unlabeled train, evaluate on test):\n" + table)
     (out_dir / "demo.md").write_text(table + "\n")
     plot_bars({r["name"]: {"testbed": r["top1"]} for r in rows}, out_dir / "demo.png",
               title="labelless demo: top-1 accuracy, test split", ylabel="top-1 accuracy (%)")
-    print(f"\ntable: {out_dir / 'demo.md'}   plot: {out_dir / 'demo.png'}")
+    log.info(f"\ntable: {out_dir / 'demo.md'}   plot: {out_dir / 'demo.png'}")
     return rows

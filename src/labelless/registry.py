@@ -1,9 +1,10 @@
 """Small name -> object registries, one per extension axis.
 
-Entries are registered next to their definition with a decorator, and ``labelless/__init__``
-imports every module that registers, so a lookup never depends on a remembered import (the
-failure mode of CoOp's ``train.py``). Registering a name twice raises; a failed lookup lists the
-valid names and suggests a close match.
+Entries are registered next to their definition with a decorator. The first lookup in any
+registry imports every module that registers (:func:`load_all`), so a lookup never depends on a
+remembered import (the failure mode of CoOp's ``train.py``), while ``import labelless`` itself
+stays light (no torch until something is looked up or used). Registering a name twice raises; a
+failed lookup lists the valid names and suggests a close match.
 """
 
 from __future__ import annotations
@@ -14,6 +15,36 @@ from typing import Generic, TypeVar
 from labelless.errors import UnknownNameError, did_you_mean
 
 T = TypeVar("T")
+
+#: The modules whose import registers entries (backbone sources, data sets, text sources, views,
+#: scorers, tuners, methods and classifier kinds, the testbed's data/backbone/texts).
+REGISTERING_MODULES = (
+    "labelless.backbones",
+    "labelless.data",
+    "labelless.text",
+    "labelless.views",
+    "labelless.scoring",
+    "labelless.tuners",
+    "labelless.methods",
+    "labelless.data.testbed",
+)
+_loaded = False
+
+
+def load_all() -> None:
+    """Import every registering module once (idempotent; safe to call while they import)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True  # set first: the modules below look entries up while they import
+    import importlib
+
+    try:
+        for name in REGISTERING_MODULES:
+            importlib.import_module(name)
+    except BaseException:
+        _loaded = False
+        raise
 
 
 class Registry(Generic[T]):
@@ -39,6 +70,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The object registered as ``name``; :class:`UnknownNameError` lists the valid names."""
+        load_all()
         try:
             return self._entries[name]
         except KeyError:
@@ -49,18 +81,23 @@ class Registry(Generic[T]):
 
     def describe(self, name: str) -> str:
         """First docstring line of the entry (shown by ``labelless list``)."""
+        load_all()
         return self._help.get(name, "")
 
     def names(self) -> list[str]:
+        load_all()
         return sorted(self._entries)
 
     def items(self) -> Iterator[tuple[str, T]]:
+        load_all()
         return iter(sorted(self._entries.items()))
 
     def __contains__(self, name: object) -> bool:
+        load_all()
         return name in self._entries
 
     def __len__(self) -> int:
+        load_all()
         return len(self._entries)
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ confusion-matrix plot. Nothing here reads ``argparse`` objects.
 from __future__ import annotations
 
 import csv
+import logging
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from labelless.methods.base import Classifier, FitContext, Runtime, load_classif
 from labelless.registry import METHODS
 from labelless.text import build_texts
 from labelless.utils.io import atomic_save
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -190,9 +193,10 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
         if eval_ds is not None:  # (feature extraction is sharded over the ranks)
             _, metrics = evaluate(fit.classifier, backbone, eval_ds, rt, out if main else None)
         if not main:
-            return {"results_path": None, "out_dir": str(out), "metrics": metrics, "fit": fit}
+            return {"results_path": None, "out_dir": str(out), "metrics": metrics, "fit": fit,
+                    "backbone": backbone}
     if metrics is not None:
-        print(f"[{cfg.method}] {metrics.summary()}")
+        log.info(f"[{cfg.method}] {metrics.summary()}")
     extra = {"train_data": data_info(cfg.data, train), "history": fit.history, **fit.info,
              "setting": _setting(cfg, train, eval_ds)}
     path = write_results(
@@ -200,8 +204,9 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
         data=data_info(cfg.eval_data or cfg.data, eval_ds) if eval_ds is not None else data_info(cfg.data, train),
         seed=cfg.seed, metrics=metrics, config=resolved, recorder=rec, extra=extra,
     )
-    print(f"results: {path}")
-    return {"results_path": str(path), "out_dir": str(out), "metrics": metrics, "fit": fit}
+    log.info(f"results: {path}")
+    return {"results_path": str(path), "out_dir": str(out), "metrics": metrics, "fit": fit,
+            "backbone": backbone}
 
 
 def eval_artifact(classifier_dir: str, data: str, rt: Runtime, out: str | None = None) -> dict[str, Any]:
@@ -214,12 +219,12 @@ def eval_artifact(classifier_dir: str, data: str, rt: Runtime, out: str | None =
         out_dir = Path(out) if out else Path(classifier_dir).parent / f"eval-{_slug(data.split(':', 1)[0])}"
         out_dir.mkdir(parents=True, exist_ok=True)
         _, metrics = evaluate(clf, backbone, ds, rt, out_dir)
-    print(metrics.summary())
+    log.info(metrics.summary())
     path = write_results(
         out_dir, method=f"eval:{clf.kind}", backbone=backbone_info(backbone), data=data_info(data, ds),
         seed=rt.seed, metrics=metrics, config={"classifier": str(classifier_dir)}, recorder=rec,
     )
-    print(f"results: {path}")
+    log.info(f"results: {path}")
     return {"results_path": str(path), "metrics": metrics}
 
 

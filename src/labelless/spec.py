@@ -1,7 +1,7 @@
 """Spec strings: ``name:key=value,key=value``.
 
 Data sets, text sources and views are chosen on the command line by such strings, e.g.
-``eurosat:root=../shared/data/eurosat,split=test`` or ``templates:file=prompts.json``.
+``eurosat:root=data/eurosat,split=test`` or ``templates:file=prompts.json``.
 Backbone specs have their own grammar (see :mod:`labelless.backbones`).
 """
 

@@ -91,16 +91,25 @@ def _seeded(seed: int):
         torch.random.set_rng_state(state)
 
 
+class _DropNoWeights(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded" warning (for an asked-for random init)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
 @contextlib.contextmanager
-def _quiet_root_logger(active: bool):
+def _quiet_random_init(active: bool):
+    """open_clip logs on the root logger; filter that one message instead of changing the root
+    logger's level (which would hide everything else the user logs meanwhile)."""
     root = logging.getLogger()
-    level = root.level
+    flt = _DropNoWeights()
     if active:
-        root.setLevel(logging.ERROR)
+        root.addFilter(flt)
     try:
         yield
     finally:
-        root.setLevel(level)
+        root.removeFilter(flt)
 
 
 class OpenClipBackbone(Backbone):
@@ -114,7 +123,7 @@ class OpenClipBackbone(Backbone):
         self.spec = f"openclip:{rest}"
         try:
             # open_clip warns "No pretrained weights loaded" for a random init that was asked for
-            with _seeded(src.get("seed", 0)), _quiet_root_logger(src["kind"] == "random"):
+            with _seeded(src.get("seed", 0)), _quiet_random_init(src["kind"] == "random"):
                 model = open_clip.create_model(
                     src["model_name"],
                     pretrained=src["pretrained"],

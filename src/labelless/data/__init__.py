@@ -1,6 +1,6 @@
 """Data sets: robust image loading, folders, CSV lists and the CoOp benchmarks.
 
-``build_dataset("eurosat:root=../shared/data/eurosat,split=test")`` is the entry point; every
+``build_dataset("eurosat:root=data/eurosat,split=test")`` is the entry point; every
 data-set kind is registered in :data:`labelless.registry.DATASETS` when this package is
 imported (the builders live in :mod:`.folders` and :mod:`.benchmarks`).
 """
@@ -43,6 +43,7 @@ from labelless.data.images import (
 from labelless.errors import DataError, did_you_mean
 from labelless.registry import DATASETS
 from labelless.spec import parse_spec
+from labelless.utils.paths import resolve_data_path
 
 #: options every data set spec accepts (handled here, not by the builders)
 GENERIC_OPTIONS = ("limit",)
@@ -99,6 +100,9 @@ def build_dataset(
     builder = DATASETS.get(name)
     _check_options(name, builder, opts)
     limit = opts.pop("limit", None)
+    for key in ("root", "path"):  # relative: under the data root (--data-root / $LABELLESS_DATA)
+        if key in opts:
+            opts[key] = resolve_data_path(opts[key])
     takes_classes = "classes" in inspect.signature(builder).parameters
     if takes_classes:
         dataset = builder(classes=None if classes is None else list(classes), **opts)

@@ -8,7 +8,7 @@ FGVC Aircraft uses the official ``images_variant_*.txt`` files as CoOp does, CUB
 optional split JSON or a seeded, recorded 60/20/20 split.
 
 Spec: ``NAME:root=DIR[,split=train|val|test][,split_file=F][,missing=error|skip][,names=...]``
-with ``root`` the data set's folder (e.g. ``eurosat:root=../shared/data/eurosat``).
+with ``root`` the data set's folder (e.g. ``eurosat:root=data/eurosat``).
 """
 
 from __future__ import annotations

@@ -23,14 +23,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from labelless.utils.io import atomic_save, atomic_write_json, stable_hash
+from labelless.utils.paths import default_cache_dir  # noqa: F401  (re-exported)
 from labelless.views import View, sample_rng
 
 CACHE_VERSION = 1
 
 
-def default_cache_dir() -> Path:
-    """``$LABELLESS_CACHE`` or ``~/.cache/labelless``."""
-    return Path(os.environ.get("LABELLESS_CACHE", Path.home() / ".cache" / "labelless"))
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 No code and only the abstract of the paper are available, so this is a RECONSTRUCTION from the
 abstract and its verified ancestor DeFT (``HotanLee/DeFT@dafcc14``); ``docs/methods/coft.md``
-and method notes section 2 list every choice with its source. In short:
+and docs/methods/coft.md list every choice with its source. In short:
 
 Paper's words (abstract, VERIFIED):
   * "dual-prompt learning strategy with positive and negative textual prompts to explicitly
@@ -32,6 +32,7 @@ description texts for the zero-shot pseudo-labels.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ from labelless.scoring.coft import (
     selection_stats,
 )
 from labelless.views import build_view
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -638,7 +641,7 @@ class CoFTBase(Method):
         head = make_head(bb, text_embeds, cfg.head_feature, cfg.head_init, scale, g, cls_norm=cls_norm)
         p2 = Phase2(bb, cfg, labels2, keep_idx, names, head, seed=rt.seed)
         if rt.progress:
-            print(trainable_report(bb.model, "phase 2 backbone parameters"))
+            log.info(trainable_report(bb.model, "phase 2 backbone parameters"))
         views2 = dict(views)
         if cfg.moco:
             views2["key"] = build_view(cfg.moco_view, bb)

@@ -2,7 +2,7 @@
 
 Ali et al., "Towards Fine-Grained Adaptation of CLIP via a Self-Trained Alignment Score"
 (WACV 2026). What is implemented, and which parts are the paper's and which are our
-reconstruction, is method-notes section 1.7; the score and loss functions are the pure
+reconstruction, is docs/methods/fair.md; the score and loss functions are the pure
 functions of :mod:`labelless.scoring.fair`. Per training step:
 
 1. no gradient: the weak (CenterCrop) view and ``N`` random crops of every image of the batch go
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ from labelless.tuners import Tuner, build_tuner
 from labelless.utils.io import atomic_save
 from labelless.views import build_view
 
+log = logging.getLogger(__name__)
+
 
 def _fair_optim() -> OptimConfig:
     # Paper: AdamW + cosine, batch 32, 15 epochs, lr 5e-5 (1e-6 for Food101/SUN397).
@@ -67,7 +70,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "none": {},
     # Tab. 3 "FAIR w/o LAS": crops + [CLS] weights + top-k as in FAIR, but scored against the
     # fixed description embeddings instead of the learned anchors (no CDA interaction). This
-    # reading matches Tab. 3's numbers (68.89, next to the WCA-as-PL rows); method-notes 1.7's
+    # reading matches Tab. 3's numbers (68.89, next to the WCA-as-PL rows); docs/methods/fair.md's
     # alternative reading ("global view + anchors") is the preset fair_g_las_plw.
     "no_las": {"pl_classifier": "descriptions"},
     # Tab. 3 "FAIR w/o PL weight" (= Tab. 7-style "+ Interaction w/ CDA (LAS)").
@@ -97,7 +100,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 @dataclass
 class FairConfig:
     """FAIR's settings. [paper] = stated in papers/fair.txt; [DPA] = FAIR's verified code base;
-    [ours] = our reconstruction or choice (method-notes 1.7).
+    [ours] = our reconstruction or choice (docs/methods/fair.md).
 
     ablation: a named preset from :data:`ABLATIONS` (``none``, ``no_las``, ``no_pl_weight``,
         ``no_margin``, ``no_ambiguity``, ``fair_g``, ``fair_g_las``, ``fair_g_las_plw``,
@@ -476,7 +479,7 @@ class Fair(Method):
         cfg: FairConfig = self.cfg
         trainer, loop = build_fair(ctx, cfg)
         report = trainer.tuner.report()
-        print(report)
+        log.info(report)
         history = loop.run(resume=ctx.resume)
         tuned = trainer.tuner.finalize()
         clf = trainer.classifier(tuned=bool(tuned))

@@ -1,7 +1,7 @@
 """LaTTe-CLIP (Cao et al., WACV 2025): unsupervised CLIP fine-tuning with LMM-synthetic texts,
 and its baseline FLYP + pseudo-labels (``flyp-pl``).
 
-LaTTe-CLIP, as in the official code (astra-vision/LatteCLIP @ 4b7d879; method-notes section 3):
+LaTTe-CLIP, as in the official code (astra-vision/LatteCLIP @ 4b7d879; docs/methods/latteclip.md):
 
 * class prototypes ``P (C, d)``, initialised from the class prompt ``templates[0](c)``;
 * dual pseudo-labels: ``y_zs`` from the frozen initial model with the class-text ensemble

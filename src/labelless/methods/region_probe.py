@@ -1,4 +1,4 @@
-"""Region probe: label-free discriminative region scoring (Zhu 2026; method-notes section 4).
+"""Region probe: label-free discriminative region scoring (Zhu 2026; docs/methods/region-probe.md).
 
 Pipeline (paper section 3): image -> L regions (random crops or SAM masks) -> frozen CLIP
 features (global ``g``, regions ``f_i``, class texts ``t_c``) -> region scores ``s_i`` (scoring
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, replace
@@ -56,6 +57,9 @@ from labelless.scoring.regions import STRATEGIES, TARGETED, region_representatio
 from labelless.text.encode import encode_class_texts
 from labelless.utils.io import atomic_save, atomic_write_json
 from labelless.views import build_view
+
+log = logging.getLogger(__name__)
+
 
 PAPER_PROTOCOL = "paper: true-label classifier (NOT label-free)"
 LABEL_FREE = "label-free: classifier trained on zero-shot pseudo-labels"
@@ -440,7 +444,7 @@ class RegionProbe(Method):
         clf = RegionProbeClassifier(ctx.classnames, ctx.backbone.spec, to_dict(cfg), texts, weight, bias)
         if feats.valid is not None:
             info["mean_regions"] = float(feats.valid.float().sum(1).mean())
-        print(f"[region-probe] {info['protocol']}" + (f"; {info['scoring_target']}" if "scoring_target" in info else ""))
+        log.info(f"[region-probe] {info['protocol']}" + (f"; {info['scoring_target']}" if "scoring_target" in info else ""))
         return FitResult(clf, history=history, info={"region_probe": info, "protocol": info["protocol"]})
 
 

@@ -1,6 +1,6 @@
 """CoFT / DeFT pure tensor functions: cleanliness, dual-prompt losses, collaboration, MoCo.
 
-Provenance (see ``docs/methods/coft.md`` and method notes section 2):
+Provenance (see ``docs/methods/coft.md`` and docs/methods/coft.md):
 
 * DeFT (VERIFIED, ``HotanLee/DeFT@dafcc14:main_phase1.py``): per-class two-way softmax between
   the positive and the negative prompt's logits, ``p_yes_c = e^{sg(s+_c)} / (e^{sg(s+_c)} +

@@ -1,4 +1,4 @@
-"""FAIR's scores and losses as pure tensor functions (method-notes section 1.7).
+"""FAIR's scores and losses as pure tensor functions (docs/methods/fair.md).
 
 FAIR (Ali et al., WACV 2026) pseudo-labels an image by comparing its most relevant local crops
 with learnable Class Description Anchors (CDA) and trains the visual encoder on the strong view:
@@ -108,7 +108,7 @@ def pseudo_label_weight(
     eps: float = 1e-12,
     batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Adaptive pseudo-label weight (Eq. 16, our reconstruction; method-notes 1.7).
+    """Adaptive pseudo-label weight (Eq. 16, our reconstruction; docs/methods/fair.md).
 
     scores ``(B, C)`` (LAS), anchors ``(C, d)`` -> weights ``(B,)`` and the raw components.
     ``m_i = s1 - s2`` (top-1 minus top-2 score) and ``a_i = 1 - cos(A_c1, A_c2)`` (how distinct
@@ -148,7 +148,7 @@ def weighted_cross_entropy(
 def fairness_loss(
     probs: torch.Tensor, running: torch.Tensor | None = None, momentum: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """MUST's fairness regulariser ``-(1/C) sum_c log p_bar_c`` (method-notes 1.3).
+    """MUST's fairness regulariser ``-(1/C) sum_c log p_bar_c`` (docs/methods/fair.md).
 
     probs ``(B, C)`` softmax outputs -> ``(loss, p_bar)`` with ``p_bar (C,)`` detached for the
     next call. ``momentum=0`` (or ``running=None``): ``p_bar`` is the batch mean (DPA, FAIR's

@@ -1,5 +1,5 @@
 """LaTTe-CLIP's pure tensor functions (Cao et al., WACV 2025; official code astra-vision/LatteCLIP
-@ 4b7d879, see method-notes section 3).
+@ 4b7d879, see docs/methods/latteclip.md).
 
 * :func:`mixer_weights`: the dynamic feature mixer's weight of each text, top-1 minus top-2
   cosine similarity to the prototypes (paper Eq. 1), plus 1e-6 as in ``compute_text_weights``.

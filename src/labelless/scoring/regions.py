@@ -1,4 +1,4 @@
-"""Label-free discriminative region scoring (Zhu 2026; method-notes section 4), as pure functions.
+"""Label-free discriminative region scoring (Zhu 2026; docs/methods/region-probe.md), as pure functions.
 
 An image has a global embedding ``g`` and ``L`` region embeddings ``f_i`` (random crops or SAM
 mask regions); the ``C`` classes have text embeddings ``t_c``. All are L2-normalised, so cosine

@@ -1,4 +1,4 @@
-"""WCA: weighted visual-text cross alignment (Li et al., ICML 2024; method-notes section 1.4).
+"""WCA: weighted visual-text cross alignment (Li et al., ICML 2024; docs/methods/zeroshot.md).
 
 Crops ``v_n`` of an image are weighted by their similarity to the whole image ``v``, descriptions
 ``e_cm`` of a class by their similarity to the class's label prompt ``t_c``:

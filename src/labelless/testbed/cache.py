@@ -21,16 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from labelless.config import to_dict
+from labelless.utils.paths import default_cache_dir  # noqa: F401  (the one definition)
 
 #: Bump when the world renderer, captioner, task builder or pre-training loop changes in a way
 #: that changes their outputs; it is part of every cache key.
 CODE_VERSION = "testbed-v1"
 
 
-def default_cache_dir() -> Path:
-    """``$LABELLESS_CACHE`` if set, else ``~/.cache/labelless``."""
-    env = os.environ.get("LABELLESS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "labelless"
 
 
 def config_hash(*configs: Any, version: str = CODE_VERSION, length: int = 16) -> str:

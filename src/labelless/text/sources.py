@@ -36,7 +36,7 @@ def build_texts(spec: str, classnames: list[str]) -> dict[str, list[str]]:
 
     ``spec`` is ``NAME[:k=v,...]`` with NAME one of :data:`TEXT_SOURCES`:
     ``names``, ``templates:name=SET`` / ``templates:file=F.json[,key=K]``,
-    ``descriptions:path=F.json[,aliases=F|BUILTIN][,normalize=none|lower|underscores]
+    ``descriptions:path=F.json|name=SET[,aliases=F|BUILTIN][,normalize=none|lower|underscores]
     [,missing=error|template|names][,prefix=TEXT]``, and ``captions:path=F.json`` (the only
     per-image source: it returns ``{image_id: [captions]}`` instead, see :func:`load_captions`).
     """
@@ -276,15 +276,23 @@ def match_descriptions(
 
 @TEXT_SOURCES.register("descriptions")
 def descriptions_source(classnames: list[str], **opts: str) -> dict[str, list[str]]:
-    """LLM class descriptions from a CuPL/LaFTer/WCA JSON file ``{classname: [sentences]}``."""
+    """LLM class descriptions: a registered set (``name=cupl/dtd``) or a JSON file ``{classname: [sentences]}``."""
     _check_opts(
-        "descriptions", opts, ("path", "aliases", "normalize", "missing", "fallback", "prefix")
+        "descriptions", opts, ("path", "name", "aliases", "normalize", "missing", "fallback", "prefix")
     )
-    if "path" not in opts:
-        raise TextSourceError("descriptions: path=F.json is required")
+    if ("path" in opts) == ("name" in opts):
+        raise TextSourceError(
+            "descriptions: give path=F.json (a file) or name=SET (a registered set, e.g. "
+            "cupl/dtd, fetched on first use), exactly one"
+        )
     if "missing" in opts and "fallback" in opts:
         raise TextSourceError("descriptions: give missing= or its synonym fallback=, not both")
-    path = opts["path"]
+    if "name" in opts:
+        from labelless.text.resources import fetch_description_set
+
+        path = str(fetch_description_set(opts["name"]))
+    else:
+        path = opts["path"]
     data = load_descriptions(path)
     out = match_descriptions(
         data,

@@ -8,33 +8,36 @@
 The CLI commands ``describe-classes`` / ``describe-images`` are in :mod:`labelless.textgen.cli`.
 """
 
-from labelless.textgen.backends import (
-    Backend,
-    BadReplyError,
-    HFBackend,
-    OpenAIBackend,
-    RequestError,
-    RetryPolicy,
-    TextGenError,
-    TransientError,
-    clean_reply,
-    image_data_url,
-    make_backend,
-)
-from labelless.textgen.cache import ReplyCache, file_hash, request_key
-from labelless.textgen.collage import collage_grid, make_collage
-from labelless.textgen.generate import (
-    GenerationReport,
-    Request,
-    describe_classes,
-    describe_groups,
-    describe_images,
-    load_groups,
-    plan_groups,
-    read_pseudo_labels,
-    run_requests,
-)
-from labelless.textgen.prompts import CUPL_QUESTIONS, GROUP_PROMPT, IMAGE_PROMPT
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    **dict.fromkeys(
+        ["Backend", "BadReplyError", "HFBackend", "OpenAIBackend", "RequestError", "RetryPolicy",
+         "TextGenError", "TransientError", "clean_reply", "image_data_url", "make_backend"],
+        "labelless.textgen.backends"),
+    **dict.fromkeys(["ReplyCache", "file_hash", "request_key"], "labelless.textgen.cache"),
+    **dict.fromkeys(["collage_grid", "make_collage"], "labelless.textgen.collage"),
+    **dict.fromkeys(
+        ["GenerationReport", "Request", "describe_classes", "describe_groups", "describe_images",
+         "load_groups", "plan_groups", "read_pseudo_labels", "run_requests"],
+        "labelless.textgen.generate"),
+    **dict.fromkeys(["CUPL_QUESTIONS", "GROUP_PROMPT", "IMAGE_PROMPT"], "labelless.textgen.prompts"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Names load on first use, so the CLI's subcommands register without importing torch."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'labelless.textgen' has no attribute '{name}'")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CUPL_QUESTIONS", "GROUP_PROMPT", "IMAGE_PROMPT", "Backend", "BadReplyError", "GenerationReport",

@@ -13,14 +13,6 @@ from pathlib import Path
 from labelless.errors import ConfigError
 from labelless.textgen.backends import ENV_BASE_URL, ENV_MODEL, RetryPolicy, make_backend
 from labelless.textgen.cache import ReplyCache
-from labelless.textgen.generate import (
-    describe_classes,
-    describe_groups,
-    describe_images,
-    plan_groups,
-    read_pseudo_labels,
-    write_json,
-)
 from labelless.textgen.prompts import CUPL_QUESTIONS, GROUP_PROMPT, IMAGE_PROMPT, load_questions
 
 
@@ -88,6 +80,7 @@ def _report(report, what: str) -> None:
 
 def cmd_describe_classes(args) -> None:
     from labelless.data.classes import parse_classes
+    from labelless.textgen.generate import describe_classes, write_json
 
     classes = parse_classes(args.classes)
     questions = load_questions(args.questions) if args.questions else CUPL_QUESTIONS
@@ -121,6 +114,14 @@ def _images(args) -> list[str]:
 
 
 def cmd_describe_images(args) -> None:
+    from labelless.textgen.generate import (
+        describe_groups,
+        describe_images,
+        plan_groups,
+        read_pseudo_labels,
+        write_json,
+    )
+
     if args.out is None and args.groups_out is None:
         raise ConfigError("nothing to do: pass --out captions.json and/or --groups-out groups.json")
     paths = _images(args)

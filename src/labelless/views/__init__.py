@@ -58,7 +58,7 @@ class CropConfig:
 
     n: number of crops per image.
     scale: (a, b); each crop is a square of side ``s * min(H, W)`` with ``s ~ U(a, b)`` at a
-        uniformly random position (WCA's code and method notes 1.4: a side fraction, not an area).
+        uniformly random position (WCA's code and docs/methods/zeroshot.md: a side fraction, not an area).
     include_global: prepend the global view as view 0 (then V = n + 1).
     """
 

@@ -1,4 +1,4 @@
-"""SAM mask regions as a view (region-probe's second region source; method-notes section 4).
+"""SAM mask regions as a view (region-probe's second region source; docs/methods/region-probe.md).
 
 Segment Anything proposes masks for a grid of point prompts (automatic mask generation); each
 kept mask becomes a region image: the mask's bounding box cropped from the image with the

@@ -45,7 +45,6 @@ def _accuracy(logits, labels):
 
 
 def test_coft_beats_zeroshot_phase2_beats_phase1_and_coft_plus_beats_coft(tmp_path):
-    pytest.importorskip("labelless.testbed")
     from labelless.data.features import extract_features
     from labelless.testbed import ensure_testbed
     from labelless.views import build_view

@@ -45,7 +45,6 @@ def _fit(tmp_path, train, texts, labels, params, tag):
 
 
 def test_fair_beats_zeroshot_on_testbed(tmp_path):
-    pytest.importorskip("labelless.testbed")
     from labelless.testbed import ensure_testbed
 
     ensure_testbed()

@@ -13,8 +13,9 @@ checkpoint through open_clip, and reports test accuracy of
   prototypes as a fixed classifier (pseudo-labels from the plain view, loss on an augmented
   view).
 
-Self-contained on purpose (only open_clip + torch): the toolkit's own methods are checked against
-these numbers by the learning tests, so the calibration must not depend on them.
+Self-contained on purpose (only open_clip + torch, none of the toolkit's methods), so its numbers
+are an independent reference to set the testbed's difficulty and to compare the toolkit's results
+with by hand. No test runs it.
 """
 
 from __future__ import annotations

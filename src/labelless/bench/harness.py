@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import re
 import statistics
 import sys
 import traceback
@@ -44,6 +43,7 @@ from typing import Any
 from labelless.config import deep_merge
 from labelless.errors import ConfigError, LabellessError, did_you_mean
 from labelless.utils.io import atomic_write_json, stable_hash
+from labelless.utils.paths import slug
 
 __all__ = [
     "BENCH_FILENAME",
@@ -74,7 +74,7 @@ _RUN_KEYS = {"name", "method", "params", "texts", "label_texts", "eval_data", "c
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(text)).strip("-.")[:80] or "x"
+    return slug(text, keep_plus=True, max_len=80, fallback="x")  # experiment folders keep '+'
 
 
 def _check_keys(d: Any, allowed: set[str], where: str) -> dict:

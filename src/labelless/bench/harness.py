@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labelless.bench.reference import family_of
 from labelless.config import deep_merge
 from labelless.errors import ConfigError, LabellessError, did_you_mean
 from labelless.utils.io import atomic_write_json, stable_hash
@@ -470,13 +471,6 @@ def run_experiment(
 
 
 # -- aggregation ---------------------------------------------------------------------------------
-
-def family_of(method: str, method_config: dict | None) -> str:
-    """The method family used to match reference numbers: ``zeroshot:<scorer>`` or the method."""
-    if method == "zeroshot":
-        return f"zeroshot:{(method_config or {}).get('scorer', 'clip')}"
-    return method
-
 
 def collect_rows(exp_dir: str | Path) -> list[dict]:
     """One row per ``results.json`` under ``exp_dir``: :func:`labelless.eval.aggregate`'s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -53,3 +54,16 @@ def make_colour_folder(root: Path, per_class: int = 6, size: int = 40, seed: int
 @pytest.fixture
 def colour_folder(tmp_path) -> Path:
     return make_colour_folder(tmp_path / "colours")
+
+
+@pytest.fixture
+def lablog(caplog):
+    """``caplog`` that also sees the ``labelless`` logger's records once a CLI call in this
+    process has stopped them propagating to the root logger (``setup_cli_logging``)."""
+    logger = logging.getLogger("labelless")
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)

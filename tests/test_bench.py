@@ -428,13 +428,29 @@ def test_run_folders_of_variants_do_not_collide():
     """``coft`` and ``coft+`` (and the demo's "CoFT" / "CoFT+") once shared a run folder, so the
     second run silently reused the first one's results."""
     from labelless.demo import DEMO_RUNS
-    from labelless.runner import RunConfig, _slug, default_out
+    from labelless.runner import RunConfig, default_out
+    from labelless.utils.paths import slug
 
     outs = {m: default_out(RunConfig(method=m, model="testbed", data="testbed:split=train"))
             for m in ("coft", "coft+")}
     assert outs["coft"] != outs["coft+"]
-    slugs = [_slug(r.name) for r in DEMO_RUNS]
+    slugs = [slug(r.name) for r in DEMO_RUNS]
     assert len(set(slugs)) == len(slugs), slugs
+
+
+def test_one_slug_two_flavours_name_folders_as_before():
+    """Run folders and experiment folders already on disk were named by two helpers; the one
+    that replaced them must give the same names (expected values worked out from the former
+    rules: runs turn '+' into '-plus' and cut at 60, experiments keep '+' and cut at 80)."""
+    from labelless.bench.harness import _slug as exp_slug
+    from labelless.utils.paths import slug
+
+    assert slug("coft+-testbed-train-s0") == "coft-plus-testbed-train-s0"
+    assert slug("CoFT +") == "CoFT-plus"
+    assert slug("eval-folder") == "eval-folder" and slug("a b/c:d") == "a-b-c-d"
+    assert slug("x" * 70) == "x" * 60 and slug("///") == "run"
+    assert exp_slug("coft+") == "coft+" and exp_slug("openclip:ViT-B-32:laion2b") == "openclip-ViT-B-32-laion2b"
+    assert exp_slug(".hidden.") == "hidden" and exp_slug("y" * 90) == "y" * 80 and exp_slug("::") == "x"
 
 
 def test_one_testbed_recipe_per_method_everywhere():

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from labelless.engine import NonFiniteLossError, OptimConfig, TrainLoop, load_checkpoint
-from labelless.engine.loop import EpochSampler, cosine_lr, param_groups
+from labelless.engine.loop import EpochSampler, lr_scheduler, param_groups
 from labelless.errors import ConfigError, LabellessError
 
 N, D, C = 40, 6, 3
@@ -133,6 +133,30 @@ def test_resume_mid_run_equals_uninterrupted(tmp_path, stop_at):
     assert _strip_time(hist) == _strip_time(ref_hist)
 
 
+@pytest.mark.parametrize("drop_scheduler_state", [False, True])
+def test_resume_with_accumulation_and_warmup_is_exact(tmp_path, drop_scheduler_state):
+    """The schedule's state travels in the checkpoint (a checkpoint written before it did is
+    replayed from the update count): the resumed run's lr and weights equal an uninterrupted run's."""
+    cfg = _cfg(epochs=3, grad_accum=2, warmup_steps=3, checkpoint_every=2)  # 15 micro-batches
+    ref = ToyMethod()
+    ref_hist = _loop(ref, tmp_path / "ref", cfg).run()
+    crashed = ToyMethod(stop_at=9)
+    with pytest.raises(KeyboardInterrupt):
+        _loop(crashed, tmp_path / "run", cfg).run()
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["global_step"] == 8 and state["scheduler"]["last_epoch"] == 4
+    if drop_scheduler_state:
+        state.pop("scheduler")
+        torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    resumed = ToyMethod()
+    loop = _loop(resumed, tmp_path / "run", cfg)
+    hist = loop.run(resume=True)
+    for n, p in _params(resumed).items():
+        assert torch.equal(p, _params(ref)[n]), n
+    assert _strip_time(hist) == _strip_time(ref_hist)
+    assert loop.opt.param_groups[0]["lr"] == pytest.approx(cfg.min_lr)
+
+
 def test_resume_after_last_step_of_an_epoch(tmp_path):
     """Killed after the step checkpoint that ends an epoch but before the epoch-end save."""
     cfg = _cfg(checkpoint_every=5)  # 40 / 8 = 5 steps per epoch
@@ -190,19 +214,67 @@ def test_weight_decay_groups():
     assert groups("none") == [({ids["lin.weight"], ids["lin.bias"], ids["ln.weight"], ids["ln.bias"]}, 0.3)]
 
 
+def _schedule(total, cfg):
+    """The lr of updates 0..total (one more than planned: it must stay at min_lr) from the
+    loop's scheduler, stepped as the loop steps it."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched, lrs = lr_scheduler(opt, total, cfg), []
+    for _ in range(total + 1):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched.last_epoch < total:
+            sched.step()
+    return lrs
+
+
+def _closed_form_lr(k, total, cfg):
+    """The schedule as the loop computed it by hand before it used torch's schedulers (the
+    formula in the docs): linear warm-up, then cosine to min_lr, clamped after ``total``."""
+    if cfg.warmup_steps and k < cfg.warmup_steps:
+        return cfg.lr * (k + 1) / cfg.warmup_steps
+    t = (k - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
 def test_cosine_schedule_endpoints():
     cfg = _cfg(lr=1.0, min_lr=0.1, warmup_steps=0)
-    assert cosine_lr(0, 100, cfg) == pytest.approx(1.0)
-    assert cosine_lr(50, 100, cfg) == pytest.approx(0.55)
-    assert cosine_lr(100, 100, cfg) == pytest.approx(0.1)
-    assert cosine_lr(150, 100, cfg) == pytest.approx(0.1)  # clamped after the end
-    lrs = [cosine_lr(s, 100, cfg) for s in range(101)]
+    lrs = _schedule(100, cfg)
+    assert lrs[0] == pytest.approx(1.0)
+    assert lrs[50] == pytest.approx(0.55)
+    assert lrs[100] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     w = _cfg(lr=1.0, min_lr=0.0, warmup_steps=4)
-    assert [cosine_lr(s, 20, w) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert cosine_lr(4, 20, w) == pytest.approx(1.0)
-    assert cosine_lr(12, 20, w) == pytest.approx(0.5)
-    assert cosine_lr(20, 20, w) == pytest.approx(0.0, abs=1e-12)
+    lrs = _schedule(20, w)
+    assert lrs[:5] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    assert lrs[12] == pytest.approx(0.5)
+    assert lrs[20] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("lr,min_lr,warmup,total", [
+    (1.0, 0.1, 0, 100), (1.0, 0.0, 4, 20), (5e-5, 2e-6, 10, 1000), (2e-3, 0.0, 1, 7),
+    (1e-3, 1e-5, 3, 3), (1.0, 0.0, 5, 3), (5e-5, 0.0, 100, 20000),
+])
+def test_scheduler_gives_the_closed_form_lr_at_every_update(lr, min_lr, warmup, total):
+    cfg = _cfg(lr=lr, min_lr=min_lr, warmup_steps=warmup)
+    expected = [_closed_form_lr(k, total, cfg) for k in range(total + 1)]
+    assert _schedule(total, cfg) == pytest.approx(expected, rel=1e-12, abs=1e-12 * lr)
+
+
+@pytest.mark.parametrize("accum,warmup,min_lr", [(1, 0, 0.0), (3, 2, 1e-3), (4, 5, 0.0)])
+def test_loop_lr_per_micro_batch_follows_the_closed_form(tmp_path, accum, warmup, min_lr):
+    # 3 epochs of 5 micro-batches; with accumulation every micro-batch of update k uses lr(k)
+    cfg = _cfg(epochs=3, grad_accum=accum, warmup_steps=warmup, lr=0.2, min_lr=min_lr)
+    seen = []
+
+    class Spy(ToyMethod):
+        def training_step(self, batch, step):
+            seen.append(loop.opt.param_groups[0]["lr"])
+            return super().training_step(batch, step)
+
+    loop = _loop(Spy(), tmp_path, cfg)
+    loop.run()
+    total = 15 // accum
+    assert seen == pytest.approx([_closed_form_lr(s // accum, total, cfg) for s in range(15)], rel=1e-12)
 
 
 def test_loop_applies_schedule(tmp_path):

@@ -13,10 +13,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from labelless.bench.region_sweep import accuracy
 from labelless.methods.base import Runtime
 from labelless.methods.region_probe import (
     RegionProbeConfig,
-    accuracy,
     class_text_embeddings,
     extract_region_features,
     fit_probe,

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from labelless.bench.region_sweep import region_sweep, sweep_run_configs
 from labelless.errors import ConfigError
 from labelless.methods.base import Runtime, load_classifier
 from labelless.methods.region_probe import (
@@ -18,8 +19,6 @@ from labelless.methods.region_probe import (
     RegionFeatures,
     RegionProbeConfig,
     confident_per_class,
-    region_sweep,
-    sweep_run_configs,
     train_linear_head,
 )
 from labelless.scoring.regions import (

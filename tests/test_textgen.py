@@ -45,6 +45,7 @@ class _State:
         self.lock = threading.Lock()
         self.requests: list[dict] = []  # {"model", "images": [sha of data url], "prompt"}
         self.counts: dict[str, int] = {}
+        self.times: list[float] = []
 
 
 def _image_ids(messages) -> list[str]:
@@ -115,6 +116,12 @@ def _make_handler(state: _State):
             elif model == "rate-then-ok":
                 if k <= 2:
                     self._send(429, b'{"error": {"message": "slow down"}}', headers={"Retry-After": "0"})
+                else:
+                    self._reply(good)
+            elif model == "rate-after-1s":
+                state.times.append(time.monotonic())
+                if k == 1:
+                    self._send(429, b'{"error": {"message": "slow down"}}', headers={"Retry-After": "1"})
                 else:
                     self._reply(good)
             elif model == "err500":
@@ -193,6 +200,16 @@ def test_rate_limit_then_success(server):
     b = _backend(server, "rate-then-ok", retries=3)
     assert b.generate("hello").startswith("a thing")
     assert server.counts["rate-then-ok"] == 3
+
+
+def test_retry_after_is_honoured_and_retries_are_counted_and_logged(server, caplog):
+    b = _backend(server, "rate-after-1s", retries=3)
+    with caplog.at_level("INFO", logger="labelless"):
+        assert b.generate("hello").startswith("a thing")
+    # the client's own backoff before a first retry is at most 0.5 s: a 1 s gap is the header's
+    assert server.counts["rate-after-1s"] == 2 and server.times[1] - server.times[0] >= 0.95
+    assert b.requests == 2
+    assert "HTTP 429: retry 1 of 3" in caplog.text
 
 
 def test_server_errors_give_up_after_bounded_retries(server):

@@ -141,14 +141,4 @@ class VPTDeep(nn.Module):
                 self.detach()
 
 
-ADAPTERS = {"vpt": VPTDeep}
-
-
-def build_adapter(name: str, backbone, **opts) -> nn.Module:
-    """A visual adapter by name (``vpt``)."""
-    if name not in ADAPTERS:
-        raise ConfigError(f"unknown visual adapter '{name}'. Available: {', '.join(ADAPTERS)}")
-    return ADAPTERS[name](backbone, **opts)
-
-
-__all__ = ["ADAPTERS", "VPTDeep", "build_adapter", "vision_blocks"]
+__all__ = ["VPTDeep", "vision_blocks"]

@@ -91,7 +91,8 @@ def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = No
     """
     from labelless.eval import load_results, plot_bars
     from labelless.methods.base import Runtime
-    from labelless.runner import RunConfig, _slug, run
+    from labelless.runner import RunConfig, run
+    from labelless.utils.paths import slug
 
     rt = rt or Runtime()
     out_dir = Path(out_dir)
@@ -99,14 +100,14 @@ def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = No
         from labelless.testbed.task import task_hash
         from labelless.testbed.taskfile import load_task_file
 
-        out_dir = out_dir / f"{_slug(Path(task).stem)}-{task_hash(load_task_file(task))[:8]}"
+        out_dir = out_dir / f"{slug(Path(task).stem)}-{task_hash(load_task_file(task))[:8]}"
     rows = []
     for entry in DEMO_RUNS:
         if entry.method not in METHODS:
             continue
         if only and not any(o.lower() in entry.name.lower() for o in only):
             continue
-        run_dir = out_dir / _slug(entry.name)
+        run_dir = out_dir / slug(entry.name)
         results = run_dir / "results.json"
         if not results.exists():
             log.info(f"\n== {entry.name}: {entry.note}")

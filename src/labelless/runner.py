@@ -29,6 +29,7 @@ from labelless.methods.base import Classifier, FitContext, Runtime, load_classif
 from labelless.registry import METHODS
 from labelless.text import build_texts
 from labelless.utils.io import atomic_save
+from labelless.utils.paths import slug as _slug  # the run-folder flavour
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +71,6 @@ class RunConfig:
             raise ConfigError("no backbone given: pass --model, e.g. openclip:ViT-B-32:laion2b_s34b_b79k")
         if not self.data:
             raise ConfigError("no data given: pass --data, e.g. folder:root=my_images or eurosat:root=...,split=train")
-
-
-def _slug(text: str) -> str:
-    """A folder name: ``+`` becomes ``-plus`` (``coft+`` and ``coft`` must not share a folder),
-    other runs of unsafe characters one ``-``."""
-    text = re.sub(r"\s*\+", "-plus", text)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "run"
 
 
 def default_out(cfg: RunConfig) -> Path:

@@ -13,7 +13,6 @@ Spec grammar (after the ``openclip:`` source prefix)::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -25,6 +24,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from labelless.backbones.base import Backbone, ImageOutput
 from labelless.errors import BackboneError, did_you_mean
 from labelless.registry import BACKBONES
+from labelless.utils.io import sha256_file
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(_CONFIG_DIR)
@@ -33,15 +33,12 @@ _CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
 def file_digest(path: str | Path, _memo: dict = {}) -> str:  # noqa: B006 - deliberate memo
-    """sha256 of a file's content, memoised by (path, size, mtime)."""
+    """sha256 of a file's content (16 hex digits), memoised by (path, size, mtime): weights
+    files are large and hashed for every cache key."""
     st = os.stat(path)
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
     if key not in _memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _memo[key] = h.hexdigest()[:16]
+        _memo[key] = sha256_file(path)[:16]
     return _memo[key]
 
 

@@ -1,4 +1,5 @@
-"""The ``bench`` and ``reference`` subcommands; ``labelless.cli`` calls :func:`add_commands`."""
+"""The ``bench``, ``reference`` and ``region-sweep`` subcommands; ``labelless.cli`` calls
+:func:`add_commands`."""
 
 from __future__ import annotations
 
@@ -56,8 +57,21 @@ def cmd_reference(args) -> None:
                 print(f"- {n}")
 
 
+def cmd_region_sweep(args) -> None:
+    from labelless.bench.region_sweep import format_rows, run_region_sweep
+    from labelless.config import apply_overrides, parse_set_flags
+    from labelless.methods.base import Runtime
+    from labelless.methods.region_probe import RegionProbeConfig
+
+    base = apply_overrides(RegionProbeConfig(), parse_set_flags(args.set))
+    rt = Runtime(device=args.device, batch_size=args.batch_size, progress=args.progress, seed=args.seed)
+    rows = run_region_sweep(args.model, args.data, args.eval_data, args.out, args.texts, args.classes,
+                            tuple(args.candidates), base, tuple(args.labels), tuple(args.tables), rt)
+    print(format_rows(rows))
+
+
 def add_commands(subparsers) -> None:
-    """Add ``bench`` and ``reference`` to the ``labelless`` subcommand parser."""
+    """Add ``bench``, ``reference`` and ``region-sweep`` to the ``labelless`` subcommand parser."""
     b = subparsers.add_parser(
         "bench", help="run an experiment file (methods x data sets x backbones x seeds), tabulate, compare",
         description="Run every run of an experiment YAML that has no results yet, then write "
@@ -80,3 +94,25 @@ def add_commands(subparsers) -> None:
     r.add_argument("--family", help="only this method family (e.g. fair, zeroshot:cupl)")
     r.add_argument("--notes", action="store_true", help="also print the transcription notes")
     r.set_defaults(func=cmd_reference)
+
+    p = subparsers.add_parser(
+        "region-sweep", help="the region-probe paper's Tables 1-3 as a sweep on cached features",
+        description="Extract frozen region features once per region source, train the region "
+                    "probe for every configuration of the paper's Tables 1-3 and write rows.json/"
+                    "rows.csv under --out.",
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="training split (unlabelled is fine for labels=pseudo)")
+    p.add_argument("--eval-data", required=True, help="labelled evaluation split (use val for choices)")
+    p.add_argument("--texts", default="templates:name=clip")
+    p.add_argument("--classes", default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--candidates", nargs="+", default=["crops"], choices=["crops", "sam"])
+    p.add_argument("--labels", nargs="+", default=["pseudo", "true"], choices=["pseudo", "true"])
+    p.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3])
+    p.add_argument("--set", nargs="*", default=[], help="base RegionProbeConfig overrides key=value")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    p.set_defaults(func=cmd_region_sweep)

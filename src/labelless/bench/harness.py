@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import re
 import statistics
 import sys
 import traceback
@@ -41,9 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labelless.bench.reference import family_of
 from labelless.config import deep_merge
 from labelless.errors import ConfigError, LabellessError, did_you_mean
 from labelless.utils.io import atomic_write_json, stable_hash
+from labelless.utils.paths import slug
 
 __all__ = [
     "BENCH_FILENAME",
@@ -74,7 +75,7 @@ _RUN_KEYS = {"name", "method", "params", "texts", "label_texts", "eval_data", "c
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(text)).strip("-.")[:80] or "x"
+    return slug(text, keep_plus=True, max_len=80, fallback="x")  # experiment folders keep '+'
 
 
 def _check_keys(d: Any, allowed: set[str], where: str) -> dict:
@@ -470,13 +471,6 @@ def run_experiment(
 
 
 # -- aggregation ---------------------------------------------------------------------------------
-
-def family_of(method: str, method_config: dict | None) -> str:
-    """The method family used to match reference numbers: ``zeroshot:<scorer>`` or the method."""
-    if method == "zeroshot":
-        return f"zeroshot:{(method_config or {}).get('scorer', 'clip')}"
-    return method
-
 
 def collect_rows(exp_dir: str | Path) -> list[dict]:
     """One row per ``results.json`` under ``exp_dir``: :func:`labelless.eval.aggregate`'s

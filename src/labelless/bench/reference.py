@@ -140,6 +140,13 @@ def _variant_matches(variant: dict | None, method_config: dict) -> bool | None:
     return all(method_config[k] == variant[k] for k in keys)
 
 
+def family_of(method: str, method_config: dict | None) -> str:
+    """The method family used to match reference numbers: ``zeroshot:<scorer>`` or the method."""
+    if method == "zeroshot":
+        return f"zeroshot:{(method_config or {}).get('scorer', 'clip')}"
+    return method
+
+
 def compare(rows: list[dict], reference: list[dict] | None = None) -> list[dict]:
     """Match our runs to the papers' numbers by (family, dataset, backbone).
 
@@ -152,8 +159,6 @@ def compare(rows: list[dict], reference: list[dict] | None = None) -> list[dict]
     paper number): ``run, family, dataset, backbone_key, setting, seeds, ours, ours_std, paper,
     table, paper_method, paper_value, delta, paper_setting, caveat``.
     """
-    from labelless.bench.harness import family_of
-
     reference = load_reference() if reference is None else reference
     groups: dict[tuple, list[dict]] = {}
     for r in rows:

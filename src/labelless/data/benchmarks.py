@@ -14,8 +14,8 @@ with ``root`` the data set's folder (e.g. ``eurosat:root=data/eurosat``).
 from __future__ import annotations
 
 import json
+import logging
 import random
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,8 @@ from labelless.data.folders import (
 from labelless.data.images import scan_images
 from labelless.errors import DataError
 from labelless.registry import DATASETS
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -456,10 +458,9 @@ def resisc45(
         )
     unknown = [d.name for d in class_dirs if d.name not in RESISC45_CLASSNAMES]
     if unknown:
-        warnings.warn(
+        log.warning(
             f"resisc45: folder(s) {', '.join(unknown[:5])} are not RESISC45 classes; "
-            "kept as classes with '_' read as spaces",
-            stacklevel=2,
+            "kept as classes with '_' read as spaces"
         )
     if names == "prompt":
         classnames = [resisc45_classname(d.name) for d in class_dirs]

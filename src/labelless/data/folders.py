@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import csv as _csv
 import hashlib
+import logging
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +30,8 @@ from labelless.data.images import (
 )
 from labelless.errors import DataError, did_you_mean
 from labelless.registry import DATASETS
+
+log = logging.getLogger(__name__)
 
 UNKNOWN = -1
 MISSING_MODES = ("error", "skip")
@@ -169,10 +171,9 @@ class ImageDataset(Dataset):
             # Rebind instead of mutating: copies made by with_transform keep their records.
             self.records = [r for r, why in zip(self.records, reasons) if why is None]
             self.skipped = self.skipped + bad
-            warnings.warn(
+            log.warning(
                 f"data set '{self.name}': skipped {len(bad)} unreadable image(s), "
-                f"e.g. {bad[0][0]} ({bad[0][1]}); see dataset.skipped",
-                stacklevel=2,
+                f"e.g. {bad[0][0]} ({bad[0][1]}); see dataset.skipped"
             )
         return self
 
@@ -232,10 +233,9 @@ def check_missing(
             f"{len(absent)} of {len(records)} images listed in {source} do not exist "
             f"(first: {first}); check root=, or pass missing=skip to leave them out"
         )
-    warnings.warn(
+    log.warning(
         f"{source}: skipping {len(absent)} of {len(records)} listed images that do not exist "
-        f"(first: {first})",
-        stacklevel=3,
+        f"(first: {first})"
     )
     absent_set = {p for p, _ in absent}
     kept = [r for r in records if r[0] not in absent_set]
@@ -357,10 +357,9 @@ def imagefolder(root: str | None = None, names: str = "none") -> ImageDataset:
         )
     loose = [f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
     if loose:
-        warnings.warn(
+        log.warning(
             f"imagefolder '{path}': ignoring {len(loose)} image(s) directly in root "
-            "(not in a class folder)",
-            stacklevel=2,
+            "(not in a class folder)"
         )
     classnames = [normalize_classname(d.name, names) for d in class_dirs]
     check_classnames(classnames, f"the class folders of '{path}' (names={names})")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -156,12 +158,20 @@ def param_groups(named: list[tuple[str, nn.Parameter]], cfg: OptimConfig) -> lis
     return groups
 
 
-def cosine_lr(step: int, total: int, cfg: OptimConfig) -> float:
-    """Learning rate at iteration ``step`` of ``total``: linear warm-up, then cosine to min_lr."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+def lr_scheduler(opt: torch.optim.Optimizer, total: int, cfg: OptimConfig) -> LRScheduler:
+    """The schedule over ``total`` optimizer updates, stepped once per update: a linear
+    warm-up from ``lr / warmup_steps`` to ``lr`` over ``warmup_steps`` updates, then a cosine
+    from ``lr`` to ``min_lr`` over the remaining updates (it stays at ``min_lr`` after them).
+
+    Update ``k`` uses ``lr * (k + 1) / warmup_steps`` while ``k < warmup_steps``, then
+    ``min_lr + (lr - min_lr) * (1 + cos(pi * (k - warmup_steps) / (total - warmup_steps))) / 2``.
+    """
+    w = cfg.warmup_steps
+    cosine = CosineAnnealingLR(opt, T_max=max(1, total - w), eta_min=cfg.min_lr)
+    if not w:
+        return cosine
+    warmup = LinearLR(opt, start_factor=1.0 / w, end_factor=1.0, total_iters=max(1, w - 1))
+    return SequentialLR(opt, [warmup, cosine], milestones=[w])
 
 
 def _rng_state() -> dict[str, Any]:
@@ -237,6 +247,10 @@ class TrainLoop:
             self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
         else:
             self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        self.sched: LRScheduler | None = None  # built by run(), which knows the number of updates
+        self._sched_state: dict[str, Any] | None = None  # a loaded checkpoint's, until run() uses it
+        self._last_lr = cfg.lr  # the lr of the last micro-batch (the epoch row's; the optimizer
+        # already holds the next update's)
         self.ckpt_path = self.out_dir / "checkpoint.pt"
         self.log_path = self.out_dir / "train_log.csv"
         self.epoch = 0
@@ -255,6 +269,8 @@ class TrainLoop:
             "params": {n: p.detach().cpu() for n, p in self.named},
             "method": method_state,
             "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched is not None else None,
+            "last_lr": self._last_lr,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
@@ -291,6 +307,9 @@ class TrainLoop:
         if hasattr(self.method, "load_state_dict"):
             self.method.load_state_dict(state["method"])
         self.opt.load_state_dict(state["optimizer"])
+        self._sched_state = state.get("scheduler")
+        # before the scheduler was saved, the optimizer held the last micro-batch's lr
+        self._last_lr = float(state.get("last_lr", self.opt.param_groups[0]["lr"]))
         self.epoch = state["epoch"]
         self.step_in_epoch = state["step_in_epoch"]
         self.global_step = state["global_step"]
@@ -298,6 +317,27 @@ class TrainLoop:
         self._sums = dict(state.get("epoch_sums", {}))
         self._count = int(state.get("epoch_count", 0))
         _set_rng_state(state["rng"])
+
+    def _start_schedule(self, total: int, resumed: bool) -> None:
+        """Build the schedule (it sets the lr of update 0); when resumed, bring it and the
+        learning rate back to where the checkpoint left them."""
+        saved_lr = [g["lr"] for g in self.opt.param_groups]
+        for g in self.opt.param_groups:
+            g.pop("initial_lr", None)
+            g["lr"] = self.cfg.lr
+        self.sched = lr_scheduler(self.opt, total, self.cfg)
+        if not resumed:
+            return
+        if self._sched_state is not None:
+            self.sched.load_state_dict(self._sched_state)
+            for g, v in zip(self.opt.param_groups, saved_lr):
+                g["lr"] = v
+        else:  # a checkpoint from before the schedule was saved: replay its updates
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "step() before optimizer.step()"
+                for _ in range(min(self.global_step // self.cfg.grad_accum, total)):
+                    self.sched.step()
+        self._sched_state = None
 
     # -- the loop ---------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, start: int) -> DataLoader:
@@ -321,7 +361,8 @@ class TrainLoop:
     def run(self, resume: bool = False) -> list[dict[str, float]]:
         """Train to the last epoch (continuing from the checkpoint when ``resume``)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if resume and self.ckpt_path.exists():
+        loaded = resume and self.ckpt_path.exists()
+        if loaded:
             self.load()
         elif not resume and self.ckpt_path.exists():
             raise LabellessError(
@@ -332,12 +373,13 @@ class TrainLoop:
         global_batch = self.cfg.batch_size * self.world_size
         steps_per_epoch = epoch_steps(len(first), self.cfg.batch_size, self.world_size)
         total = steps_per_epoch * self.cfg.epochs // self.cfg.grad_accum
+        self._start_schedule(total, resumed=loaded)
         while self.epoch < self.cfg.epochs:
             dataset = first if self.epoch == 0 else self.dataset_for_epoch(self.epoch)
             start = self.step_in_epoch * global_batch
             if self.step_in_epoch == 0:
                 self._sums, self._count = {}, 0
-            lr = self.opt.param_groups[0]["lr"]  # the last step's (restored with the optimizer)
+            lr = self._last_lr  # the epoch row's if no micro-batch is left (resumed at its end)
             t0 = time.time()
             bar = tqdm(
                 self._loader(dataset, start), total=steps_per_epoch, initial=self.step_in_epoch,
@@ -345,9 +387,7 @@ class TrainLoop:
             )
             self.opt.zero_grad(set_to_none=True)
             for batch in bar:
-                lr = cosine_lr(self.global_step // self.cfg.grad_accum, total, self.cfg)
-                for g in self.opt.param_groups:
-                    g["lr"] = lr
+                lr = self._last_lr = self.opt.param_groups[0]["lr"]
                 accumulate = (self.global_step + 1) % self.cfg.grad_accum != 0
                 sync = self.step_module.no_sync() if accumulate and self.world_size > 1 else nullcontext()
                 autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
@@ -372,6 +412,8 @@ class TrainLoop:
                     if self.cfg.grad_clip:
                         torch.nn.utils.clip_grad_norm_([p for _, p in self.named], self.cfg.grad_clip)
                     self.opt.step()
+                    if self.sched.last_epoch < total:  # min_lr after the last planned update
+                        self.sched.step()
                     self.opt.zero_grad(set_to_none=True)
                     if hasattr(self.method, "after_step"):
                         self.method.after_step(self.global_step)

@@ -51,8 +51,7 @@ from labelless.engine import OptimConfig, TrainLoop, distributed
 from labelless.engine.loop import epoch_steps
 from labelless.errors import ConfigError
 from labelless.methods.base import Classifier, FitContext, FitResult, Method, Runtime
-from labelless.methods.zeroshot import encode_texts
-from labelless.prompts import PromptLearner
+from labelless.prompt_learner import PromptLearner
 from labelless.registry import CLASSIFIERS, METHODS
 from labelless.scoring.coft import (
     CONFIRMED,
@@ -67,6 +66,7 @@ from labelless.scoring.coft import (
     per_class_top,
     selection_stats,
 )
+from labelless.text.encode import encode_texts
 from labelless.views import build_view
 
 log = logging.getLogger(__name__)

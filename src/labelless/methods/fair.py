@@ -40,7 +40,6 @@ from labelless.engine.distributed import all_mean, gather_cat
 from labelless.errors import ConfigError
 from labelless.methods.base import FitContext, FitResult, Method
 from labelless.methods.prototype import PrototypeClassifier
-from labelless.methods.zeroshot import encode_texts
 from labelless.registry import METHODS
 from labelless.scoring.fair import (
     fair_crop_weights,
@@ -52,6 +51,7 @@ from labelless.scoring.fair import (
     weighted_cross_entropy,
 )
 from labelless.scoring.wca import text_weights
+from labelless.text.encode import encode_texts
 from labelless.tuners import Tuner, build_tuner
 from labelless.utils.io import atomic_save
 from labelless.views import build_view

@@ -37,7 +37,6 @@ from labelless.engine import OptimConfig, TrainLoop
 from labelless.engine.distributed import gather_cat
 from labelless.errors import ConfigError
 from labelless.methods.base import Classifier, FitContext, FitResult, Method, Runtime
-from labelless.methods.zeroshot import encode_texts
 from labelless.registry import CLASSIFIERS, METHODS
 from labelless.scoring.latte import (
     clip_contrastive_loss,
@@ -48,6 +47,7 @@ from labelless.scoring.latte import (
     prototype_update,
 )
 from labelless.text import load_captions
+from labelless.text.encode import encode_texts
 from labelless.views import build_view
 
 log = logging.getLogger(__name__)

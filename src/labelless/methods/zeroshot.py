@@ -16,7 +16,7 @@ from labelless.errors import ConfigError
 from labelless.methods.base import Classifier, FitContext, FitResult, Method, Runtime
 from labelless.registry import CLASSIFIERS, METHODS, SCORERS
 from labelless.scoring import ClassTextFeat, ImageFeat
-from labelless.text.encode import encode_class_texts
+from labelless.text.encode import encode_texts  # noqa: F401 - also re-exported from here
 from labelless.views import build_view
 
 
@@ -45,12 +45,6 @@ class ZeroShotConfig:
             raise ConfigError(f"unknown scorer '{self.scorer}'. Available: {', '.join(SCORERS.names())}")
         if self.crops < 1:
             raise ConfigError(f"crops must be >= 1, got {self.crops}")
-
-
-def encode_texts(backbone, texts: dict[str, list[str]], batch_size: int = 256):
-    """Encode a ``{class: [sentences]}`` dict with the backbone's text tower, without grad."""
-    with torch.no_grad():
-        return encode_class_texts(backbone.encode_text, texts, batch_size=batch_size)
 
 
 @CLASSIFIERS.register("zeroshot")

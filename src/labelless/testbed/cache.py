@@ -10,7 +10,6 @@ same folder wait on a lock file and reuse the first one's result.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -20,14 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from labelless.config import to_dict
 from labelless.utils.paths import default_cache_dir  # noqa: F401  (the one definition)
 
 #: Bump when the world renderer, captioner, task builder or pre-training loop changes in a way
 #: that changes their outputs; it is part of every cache key.
 CODE_VERSION = "testbed-v1"
-
-
 
 
 def config_hash(*configs: Any, version: str = CODE_VERSION, length: int = 16) -> str:
@@ -43,17 +42,17 @@ def publish_dir(final: Path, build: Callable[[Path], None]) -> bool:
     which is then renamed to ``final``.
 
     Returns False (and builds nothing) if ``final`` already exists. Builders of the same
-    ``final`` take an exclusive lock on ``final.lock`` (POSIX ``flock``), so a second process
+    ``final`` take an exclusive lock on ``.final.lock`` (``filelock``), so a second process
     waits for the first and then reuses its result instead of repeating minutes of work; a
-    holder of the lock also removes temporary folders that killed builders left behind. Where
-    ``flock`` is unavailable, concurrent builders waste work but never corrupt each other: the
+    holder of the lock also removes temporary folders that killed builders left behind. Should
+    two builders still race (a file system without locks), neither corrupts the other: the
     first rename wins.
     """
     final = Path(final)
     if final.exists():
         return False
     final.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(final.parent / f".{final.name}.lock"):
+    with FileLock(final.parent / f".{final.name}.lock"):
         if final.exists():  # another process built it while we waited
             return False
         for stale in final.parent.glob(f".{final.name}.tmp-*"):
@@ -71,22 +70,6 @@ def publish_dir(final: Path, build: Callable[[Path], None]) -> bool:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _build_lock(path: Path):
-    """An exclusive advisory lock on ``path`` for the duration of the block (no-op without fcntl)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def write_json(path: Path, obj: Any) -> None:

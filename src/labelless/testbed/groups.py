@@ -28,7 +28,7 @@ def write_group_captions(tb: Testbed, out_path: str | Path, group_size: int = 4,
     from labelless.backbones import load_backbone
     from labelless.data.benchmarks import read_zhou_split
     from labelless.data.features import extract_features
-    from labelless.methods.zeroshot import encode_texts
+    from labelless.text.encode import encode_texts
     from labelless.textgen import plan_groups
     from labelless.views import build_view
 

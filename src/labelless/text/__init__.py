@@ -1,11 +1,11 @@
 """Text sources (class names, templates, LLM descriptions, per-image captions) and their encoding.
 
 Every class-level source reduces to ``dict[classname, list[str]]`` keyed by the task's class
-names in class order (:func:`build_texts`); :func:`encode_class_texts` turns that into padded
-embeddings ``(C, M, d)`` with a mask ``(C, M)``.
+names in class order (:func:`build_texts`); :func:`encode_class_texts` (any encoder) or :func:`encode_texts` (a backbone) turn that into
+padded embeddings ``(C, M, d)`` with a mask ``(C, M)``.
 """
 
-from labelless.text.encode import ClassTexts, encode_class_texts
+from labelless.text.encode import ClassTexts, encode_class_texts, encode_texts
 from labelless.text.sources import (
     build_texts,
     builtin_alias_sets,
@@ -27,6 +27,7 @@ __all__ = [
     "build_texts",
     "builtin_alias_sets",
     "encode_class_texts",
+    "encode_texts",
     "expand_templates",
     "get_templates",
     "load_aliases",

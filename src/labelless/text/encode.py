@@ -1,14 +1,19 @@
-"""Encode ``{class: [sentences]}`` into padded per-class text embeddings."""
+"""Encode ``{class: [sentences]}`` into padded per-class text embeddings: with any text encoder
+(:func:`encode_class_texts`) or with a backbone's text tower (:func:`encode_texts`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from labelless.errors import TextSourceError
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 
 @dataclass
@@ -90,3 +95,9 @@ def encode_class_texts(
         mask[c, : len(ss)] = True
     embeds = flat[idx] * mask.unsqueeze(-1).to(flat.dtype)  # (C, M, d), zeros where padded
     return ClassTexts(embeds, mask, classnames, {k: list(v) for k, v in texts.items()})
+
+
+def encode_texts(backbone: Backbone, texts: dict[str, list[str]], batch_size: int = 256) -> ClassTexts:
+    """Encode a ``{class: [sentences]}`` dict with the backbone's text tower, without grad."""
+    with torch.no_grad():
+        return encode_class_texts(backbone.encode_text, texts, batch_size=batch_size)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import re
-import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -25,6 +25,8 @@ from labelless.text.templates import (
     get_templates,
     load_templates,
 )
+
+log = logging.getLogger(__name__)
 
 FALLBACK_TEMPLATE = "a photo of a {c}."
 NORMALIZE_MODES = ("none", "lower", "underscores")
@@ -263,11 +265,10 @@ def match_descriptions(
         )
         raise TextSourceError(msg)
     if absent:
-        warnings.warn(
+        log.warning(
             f"{origin}: {len(absent)} of {len(classnames)} classes have no descriptions and use "
             f"{'the template ' + repr(FALLBACK_TEMPLATE) if missing == 'template' else 'the class name'}"
-            f": {', '.join(absent[:10])}{' ...' if len(absent) > 10 else ''}",
-            stacklevel=4,  # point at build_texts' caller
+            f": {', '.join(absent[:10])}{' ...' if len(absent) > 10 else ''}"
         )
         for c in absent:
             out[c] = [FALLBACK_TEMPLATE.replace("{c}", c) if missing == "template" else c]

@@ -17,7 +17,7 @@ _LAZY = {
         ["Backend", "BadReplyError", "HFBackend", "OpenAIBackend", "RequestError", "RetryPolicy",
          "TextGenError", "TransientError", "clean_reply", "image_data_url", "make_backend"],
         "labelless.textgen.backends"),
-    **dict.fromkeys(["ReplyCache", "file_hash", "request_key"], "labelless.textgen.cache"),
+    **dict.fromkeys(["ReplyCache", "request_key"], "labelless.textgen.cache"),
     **dict.fromkeys(["collage_grid", "make_collage"], "labelless.textgen.collage"),
     **dict.fromkeys(
         ["GenerationReport", "Request", "describe_classes", "describe_groups", "describe_images",
@@ -43,7 +43,7 @@ __all__ = [
     "CUPL_QUESTIONS", "GROUP_PROMPT", "IMAGE_PROMPT", "Backend", "BadReplyError", "GenerationReport",
     "HFBackend", "OpenAIBackend", "ReplyCache", "Request", "RequestError", "RetryPolicy",
     "TextGenError", "TransientError", "clean_reply", "collage_grid", "describe_classes",
-    "describe_groups", "describe_images", "file_hash", "image_data_url", "load_groups",
+    "describe_groups", "describe_images", "image_data_url", "load_groups",
     "make_backend", "make_collage", "plan_groups", "read_pseudo_labels", "request_key",
     "run_requests",
 ]

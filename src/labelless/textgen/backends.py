@@ -4,9 +4,11 @@ Two backends share one interface, :meth:`Backend.generate(prompt, images, system
 
 * :class:`OpenAIBackend`: any OpenAI-compatible chat-completions endpoint with image input
   (vLLM, Ollama, LM Studio, llama.cpp server, the OpenAI API itself) through the ``openai``
-  client; images travel as base64 PNG data URLs. Timeouts, retries with exponential backoff
-  on 429/5xx/timeouts/connection errors and on malformed or empty replies, and an immediate
-  :class:`RequestError` on other 4xx (bad model name, bad key...).
+  client; images travel as base64 PNG data URLs. HTTP-level failures (429, 408/409, 5xx,
+  timeouts, connection errors) are retried by the ``openai`` client itself (its exponential
+  backoff, or the server's ``Retry-After``); a malformed or empty reply, which the client
+  cannot see as a failure, is retried here; both draw on one budget of retries per request.
+  Other 4xx (bad model name, bad key...) raise :class:`RequestError` at once.
 * :class:`HFBackend`: a local Hugging Face image-text-to-text model (LLaVA-NeXT, Qwen-VL, ...)
   through ``AutoProcessor`` + ``AutoModelForImageTextToText``, imported lazily; greedy decoding.
 
@@ -76,9 +78,11 @@ def image_data_url(image: Image.Image) -> str:
 class RetryPolicy:
     """How transient failures are retried.
 
-    max_retries: retries after the first attempt (so at most ``max_retries + 1`` requests).
-    backoff: first wait in seconds; doubles each retry (with +-25% jitter), capped at ``max_backoff``.
-    max_backoff: cap on one wait (also caps a server's ``Retry-After``).
+    max_retries: retries after the first attempt (so at most ``max_retries + 1`` HTTP requests
+        per reply, whatever failed). HTTP-level retries are the ``openai`` client's: it waits
+        0.5 s doubling to 8 s, or what the server's ``Retry-After`` says (up to its own cap).
+    backoff: first wait in seconds before re-asking after a malformed or empty reply; doubles
+        each retry (with +-25% jitter), capped at ``max_backoff``.
     """
 
     max_retries: int = 5
@@ -89,9 +93,7 @@ class RetryPolicy:
         if self.max_retries < 0 or self.backoff < 0 or self.max_backoff < 0:
             raise ConfigError("retry settings must be >= 0")
 
-    def wait(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(max(0.0, retry_after), self.max_backoff)
+    def wait(self, attempt: int) -> float:
         base = min(self.backoff * (2**attempt), self.max_backoff)
         return base * random.uniform(0.75, 1.25)
 
@@ -111,18 +113,6 @@ class Backend:
 
     def describe(self) -> str:
         return f"{self.name}:{self.model}"
-
-
-def _retry_after(exc) -> float | None:
-    resp = getattr(exc, "response", None)
-    headers = getattr(resp, "headers", None)
-    if not headers:
-        return None
-    value = headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class OpenAIBackend(Backend):
@@ -167,12 +157,30 @@ class OpenAIBackend(Backend):
         self.max_tokens = int(max_tokens)
         self.seed = seed
         self.retry = retry or RetryPolicy()
-        # Retries are ours (logged, counted, also for bad replies), so the client's are off.
-        self._client = openai.OpenAI(
-            base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=0
-        )
-        self.requests = 0
+        self.requests = 0  # HTTP requests sent, retries included
         self._lock = threading.Lock()
+        self._local = threading.local()  # per-thread count of requests for the current reply
+        # The client retries HTTP-level failures; the request hook counts every attempt and
+        # logs the retries on the labelless logger (the client logs them on the `openai` logger,
+        # which nobody configures).
+        hooks = {"request": [self._on_request], "response": [self._on_response]}
+        http = openai.DefaultHttpxClient(timeout=self.timeout, event_hooks=hooks)
+        self._client = openai.OpenAI(
+            base_url=self.base_url, api_key=key, timeout=self.timeout,
+            max_retries=self.retry.max_retries, http_client=http,
+        )
+
+    def _on_request(self, request) -> None:
+        sent = getattr(self._local, "sent", 0) + 1
+        self._local.sent = sent
+        with self._lock:
+            self.requests += 1
+        if sent > 1:
+            log.info("%s: retry %d of %d", self._local.why, sent - 1, self.retry.max_retries)
+        self._local.why = "no reply (timeout or connection error)"
+
+    def _on_response(self, response) -> None:
+        self._local.why = f"HTTP {response.status_code}"
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -195,7 +203,8 @@ class OpenAIBackend(Backend):
             msgs.append({"role": "user", "content": prompt})
         return msgs
 
-    def _once(self, messages: list[dict]) -> str:
+    def _once(self, messages: list[dict], retries: int) -> str:
+        """One reply, the client retrying HTTP-level failures at most ``retries`` times."""
         oa = self._openai
         kwargs: dict[str, Any] = dict(
             model=self.model, messages=messages, temperature=self.temperature,
@@ -203,10 +212,9 @@ class OpenAIBackend(Backend):
         )
         if self.seed is not None:
             kwargs["seed"] = self.seed
-        with self._lock:
-            self.requests += 1
+        client = self._client if retries == self.retry.max_retries else self._client.with_options(max_retries=retries)
         try:
-            resp = self._client.chat.completions.create(**kwargs)
+            resp = client.chat.completions.create(**kwargs)
         except oa.RateLimitError as e:
             raise TransientError(f"429 rate limited: {_short(e)}") from e
         except oa.InternalServerError as e:
@@ -229,17 +237,19 @@ class OpenAIBackend(Backend):
 
     def generate(self, prompt: str, images: list[Image.Image] | None = None, system: str | None = None) -> str:
         messages = self._messages(prompt, images, system)
-        attempt = 0
+        self._local.sent = 0
+        bad_replies = 0
         while True:
             try:
-                return self._once(messages)
-            except TransientError as e:
-                if attempt >= self.retry.max_retries:
-                    raise TextGenError(f"gave up after {attempt + 1} attempts: {e}") from e
-                wait = self.retry.wait(attempt, _retry_after(e.__cause__))
-                log.info("transient failure (%s); retry %d in %.2fs", e, attempt + 1, wait)
-                time.sleep(wait)
-                attempt += 1
+                return self._once(messages, self.retry.max_retries - self._local.sent)
+            except BadReplyError as e:
+                if self._local.sent > self.retry.max_retries:
+                    raise TextGenError(f"gave up after {self._local.sent} attempts: {e}") from e
+                self._local.why = str(e)
+                time.sleep(self.retry.wait(bad_replies))
+                bad_replies += 1
+            except TransientError as e:  # the client has already spent the retries it could
+                raise TextGenError(f"gave up after {self._local.sent} attempts: {e}") from e
 
 
 def _short(e: Exception, n: int = 200) -> str:

@@ -11,7 +11,6 @@ as done: the next run retries them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -19,20 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from labelless.utils.io import stable_hash
-
-
-def content_hash(data: bytes) -> str:
-    """SHA-256 hex digest of raw bytes (an image file's content)."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_hash(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes: the image identity in cache keys (renames keep the key)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def request_key(identity: dict[str, Any], prompt: str, images: list[str], system: str | None = None,

@@ -29,7 +29,8 @@ def _backend_flags(p: argparse.ArgumentParser, temperature: float, max_tokens: i
                    help="name of the environment variable holding the API key (never logged)")
     g.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     g.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/timeouts/bad replies")
-    g.add_argument("--backoff", type=float, default=1.0, help="first retry wait (doubles each time)")
+    g.add_argument("--backoff", type=float, default=1.0, help="first wait before re-asking after a malformed or empty reply (doubles each time); "
+                   "HTTP errors wait as the openai client does (0.5 s doubling, or Retry-After)")
     g.add_argument("--temperature", type=float, default=temperature)
     g.add_argument("--max-tokens", type=int, default=max_tokens)
     g.add_argument("--workers", type=int, default=4, help="requests in flight (hf: forced to 1)")

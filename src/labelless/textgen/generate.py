@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from labelless.data.images import load_rgb
 from labelless.errors import ConfigError, LabellessError
 from labelless.textgen.backends import Backend, RequestError, TextGenError
-from labelless.textgen.cache import ReplyCache, file_hash, request_key
+from labelless.textgen.cache import ReplyCache, request_key
 from labelless.textgen.collage import make_collage
 from labelless.textgen.prompts import (
     CLASS_SYSTEM,
@@ -38,7 +38,7 @@ from labelless.textgen.prompts import (
     IMAGE_PROMPT,
     domain_prompt,
 )
-from labelless.utils.io import atomic_write_json
+from labelless.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def _rel(path: str, root: str | None) -> str:
 def _hashes(paths: Sequence[str], progress: bool) -> dict[str, str]:
     out = {}
     for p in tqdm(paths, desc="hashing images", disable=not progress or len(paths) < 1000, unit="img"):
-        out[p] = file_hash(p)
+        out[p] = sha256_file(p)
     return out
 
 

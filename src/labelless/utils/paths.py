@@ -3,6 +3,8 @@
 ``default_cache_dir()``: ``$LABELLESS_CACHE`` (``~`` expanded) or ``~/.cache/labelless``; the
 feature cache, the testbed and downloaded description sets live under it.
 
+``slug(text)``: a folder name for run and experiment folders.
+
 ``data_root()``: ``$LABELLESS_DATA`` (set by ``--data-root``), the folder relative data-set
 roots are looked up in first, so a recipe's ``eurosat:root=eurosat`` runs unchanged on any
 machine once the data root is set.
@@ -11,6 +13,7 @@ machine once the data root is set.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 CACHE_ENV = "LABELLESS_CACHE"
@@ -41,3 +44,22 @@ def resolve_data_path(value: str) -> str:
 
 
 __all__ = ["CACHE_ENV", "DATA_ENV", "data_root", "default_cache_dir", "resolve_data_path"]
+
+
+def slug(text: str, *, keep_plus: bool = False, max_len: int = 60, fallback: str = "run") -> str:
+    """A folder name from ``text``: runs of characters other than letters, digits, ``_ . -``
+    become one ``-``; leading/trailing ``-`` and ``.`` are dropped; at most ``max_len`` characters.
+
+    Two flavours exist because folders already on disk were named by each, and a rerun or a
+    ``--resume`` must find them again:
+
+    * run folders (``labelless adapt``'s default ``--out``, the demo, ``eval-<data>``): the
+      default; ``+`` becomes ``-plus`` (``coft+`` and ``coft`` must not share a folder), 60
+      characters, ``run`` if nothing is left;
+    * experiment folders (``labelless bench``: experiment, run, data and model names):
+      ``keep_plus=True, max_len=80, fallback="x"``; ``+`` is kept (``runs/exp/coft+/...``).
+    """
+    text = str(text)
+    if not keep_plus:
+        text = re.sub(r"\s*\+", "-plus", text)
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-.")[:max_len] or fallback

@@ -1,4 +1,4 @@
-"""Learnable-prompt injection (labelless.prompts) on both backends, and the visual adapters."""
+"""Learnable-prompt injection (labelless.prompt_learner) on both backends, and the visual adapters."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from labelless.adapters import VPTDeep
 from labelless.backbones import load_backbone
 from labelless.errors import ConfigError
-from labelless.prompts import PromptLearner, TextTower, freeze_text_tower
+from labelless.prompt_learner import PromptLearner, TextTower, freeze_text_tower
 
 CLASSES = ["red apple", "green_pear", "blue sky"]
 

@@ -42,6 +42,8 @@ def _data_flags(p: argparse.ArgumentParser, method: bool) -> None:
     p.add_argument("--texts", help="class texts, e.g. descriptions:path=cupl.json or templates:name=imagenet")
     p.add_argument("--label-texts", help="plain label prompts (default templates:name=clip)")
     p.add_argument("--out", help="run folder (default runs/<method>-<data>-s<seed>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="clear the run folder first when it holds another run's results")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method setting, e.g. --set optim.lr=1e-4 (repeatable)")
 
@@ -85,7 +87,7 @@ def cmd_zeroshot(args) -> None:
     cfg = _run_config(args, "zeroshot", params)
     if cfg.texts == "templates:name=clip" and args.scorer in ("cupl", "wca") and not args.texts:
         print("note: --texts not given; CuPL/WCA then average the plain template only", file=sys.stderr)
-    run(cfg)
+    run(cfg, overwrite=args.overwrite)
 
 
 def cmd_adapt(args) -> None:
@@ -99,7 +101,7 @@ def cmd_adapt(args) -> None:
     if info.world_size > 1:
         cfg.runtime.device = info.device
         cfg.runtime.progress = cfg.runtime.progress and info.is_main
-    run(cfg, resume=args.resume)
+    run(cfg, resume=args.resume, overwrite=args.overwrite)
 
 
 def cmd_eval(args) -> None:
@@ -109,8 +111,10 @@ def cmd_eval(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from labelless.runner import predict_folder
+    from labelless.runfolder import check_out_file
+    from labelless.runner import check_classnames, predict_folder
 
+    check_out_file(args.out)  # before any work
     rt = _runtime(args)
     if args.classifier:
         from labelless.methods.base import load_classifier
@@ -130,6 +134,7 @@ def cmd_predict(args) -> None:
 
         backbone = load_backbone(args.model, device=rt.device)
         names = parse_classes(args.classes)
+        check_classnames(names, f"--classes '{args.classes}'")
         ctx = FitContext(
             backbone=backbone, train=None, classnames=names,
             texts=build_texts(args.texts or "templates:name=clip", names),
@@ -265,9 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _plain_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as the user reads them: ``warning: <message>``, without the source file and
+    code line Python's default format adds."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
+
+    # formatwarning, not showwarning: warnings still go through the warnings machinery (filters,
+    # "once per location", pytest's recorder), only their text changes
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _plain_warning
     try:
         import labelless  # noqa: F401  (registries)
 
@@ -279,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: completed feature shards and checkpoints are kept; rerun (with --resume) to continue",
               file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
     return 0
 
 

@@ -175,18 +175,24 @@ def cmd_list(args) -> None:
 
 
 def cmd_aggregate(args) -> None:
+    import statistics
+
     from labelless.eval import aggregate, plot_bars, write_tables
+    from labelless.eval.aggregate import group_runs
 
     rows = aggregate(args.runs)
     if not rows:
         raise LabellessError(f"no results.json under '{args.runs}'")
     out = Path(args.out or args.runs)
     csv_path, md_path = write_tables(rows, out / "results.csv", out / "results.md")
-    table: dict[str, dict[str, float]] = {}
-    for r in rows:
-        if r.get("top1") is not None:
-            table.setdefault(r["method"], {}).setdefault(r["dataset"], []).append(r["top1"])
-    means = {m: {d: sum(v) / len(v) for d, v in ds.items()} for m, ds in table.items()}
+    means: dict[str, dict[str, float]] = {}
+    groups = group_runs(rows)[0]
+    varying = [k for k in ("split", "backbone") if len({str(g.runs[0][k]) for g in groups}) > 1]
+    for g in groups:  # one bar per config, the mean over its distinct seeds
+        label = " ".join([str(g.runs[0]["method"]), *(str(g.runs[0][k]) for k in varying)])
+        label += f" [{', '.join(g.differs)}]" if g.differs else ""
+        seeds = [v for v in g.seed_values("top1") if v is not None]
+        means.setdefault(label, {})[str(g.runs[0]["dataset"])] = statistics.fmean(seeds)
     if means:
         plot_bars(means, out / "results.png", title="top-1 accuracy", ylabel="top-1 accuracy (%)")
     print(md_path.read_text())
@@ -289,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
 
         args.func(args)
     except LabellessError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from labelless.utils.secrets import redact
+
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: completed feature shards and checkpoints are kept; rerun (with --resume) to continue",

@@ -11,7 +11,9 @@ Two backends share one interface, :meth:`Backend.generate(prompt, images, system
   through ``AutoProcessor`` + ``AutoModelForImageTextToText``, imported lazily; greedy decoding.
 
 The API key is read from the argument or ``OPENAI_API_KEY`` and is never logged, printed or
-written anywhere (``describe()`` omits it).
+written anywhere (``describe()`` omits it): every error text is passed through
+:func:`labelless.utils.secrets.redact` before it is raised, so a server that echoes the
+``Authorization`` header in its error body does not leak the key.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from PIL import Image
 
 from labelless.errors import ConfigError, LabellessError
+from labelless.utils.secrets import redact, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +163,7 @@ class OpenAIBackend(Backend):
             raise ConfigError(f"no model given: pass --llm-model or set {ENV_MODEL}")
         self.base_url = base_url or os.environ.get(ENV_BASE_URL) or None
         key = api_key or os.environ.get(ENV_KEY) or "EMPTY"
+        register_secret(key)  # error texts shown, logged or cached never carry it
         if timeout <= 0:
             raise ConfigError(f"timeout must be > 0, got {timeout}")
         self.timeout = float(timeout)
@@ -172,6 +176,7 @@ class OpenAIBackend(Backend):
             base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=0
         )
         self.requests = 0
+        self.retries = 0  # transient failures retried (reported in the run's summary)
         self._lock = threading.Lock()
 
     def identity(self) -> dict[str, Any]:
@@ -237,13 +242,17 @@ class OpenAIBackend(Backend):
                 if attempt >= self.retry.max_retries:
                     raise TextGenError(f"gave up after {attempt + 1} attempts: {e}") from e
                 wait = self.retry.wait(attempt, _retry_after(e.__cause__))
+                with self._lock:
+                    self.retries += 1
                 log.info("transient failure (%s); retry %d in %.2fs", e, attempt + 1, wait)
                 time.sleep(wait)
                 attempt += 1
 
 
 def _short(e: Exception, n: int = 200) -> str:
-    text = " ".join(str(e).split())
+    """The error's text on one line, secrets redacted (before cutting: a cut must not leave
+    half a key), at most ``n`` characters."""
+    text = redact(" ".join(str(e).split()))
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
@@ -303,6 +312,7 @@ class HFBackend(Backend):
         self.net = model_obj.to(device).eval()
         self._lock = threading.Lock()  # one generate at a time on the shared model
         self.requests = 0
+        self.retries = 0  # a local model is never retried
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model, "max_new_tokens": self.max_new_tokens,

@@ -289,7 +289,8 @@ class RunFolder:
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             else:
                 remove_partial_files(self.path)
-            self._write()
+            if not self.resumes:  # a resume is recorded once its inputs are checked
+                self._write()
         distributed.barrier()
 
     def _close_stretches(self, record: dict) -> list[float]:

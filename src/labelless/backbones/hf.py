@@ -17,11 +17,12 @@ import torch
 from torchvision import transforms as T
 
 from labelless.backbones.base import Backbone, ImageOutput
-from labelless.backbones.hub import hub_access
+from labelless.backbones.hub import hub_access, quiet_hub_logging
 from labelless.backbones.openclip import file_digest
 from labelless.errors import BackboneError
 from labelless.registry import BACKBONES
 
+quiet_hub_logging()  # the hub's retry lines print once (see backbones.hub)
 _RESAMPLE = {0: T.InterpolationMode.NEAREST, 2: T.InterpolationMode.BILINEAR, 3: T.InterpolationMode.BICUBIC}
 
 

@@ -23,10 +23,11 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from labelless.backbones.base import Backbone, ImageOutput
-from labelless.backbones.hub import hub_access, offline_advice
+from labelless.backbones.hub import hub_access, offline_advice, quiet_hub_logging
 from labelless.errors import BackboneError, did_you_mean
 from labelless.registry import BACKBONES
 
+quiet_hub_logging()  # the hub's retry lines print once (see backbones.hub)
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(_CONFIG_DIR)
 

@@ -258,13 +258,20 @@ class RunFolder:
                     "settings of the interrupted run cannot be checked against this resume",
                     stacklevel=2,
                 )
+            elif "results.json" not in outputs and any(o.endswith("checkpoint.pt") for o in outputs):
+                raise LabellessError(
+                    f"'{self.path}' holds the checkpoint of an interrupted run without a "
+                    f"{RECORD_FILENAME} (made by an older labelless): pass --resume to continue it "
+                    "with the same settings, or --overwrite to clear the folder first"
+                )
             else:
                 raise LabellessError(
                     f"'{self.path}' already holds the results of {_describe_run(self.path)} "
                     f"({', '.join(outputs[:4])}); writing this run there would mix two runs. {fix}."
                 )
         now = {"started_utc": _utc_now(), "started_unix": time.time()}
-        if record is not None and self.resume:
+        continuing = record is not None and self.resume
+        if continuing:
             self.previous_wall_s = self._close_stretches(record)
             old_rt = record.get("runtime") or {}
             rt_changed = {k: {"was": old_rt.get(k), "now": runtime.get(k)}
@@ -289,7 +296,7 @@ class RunFolder:
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             else:
                 remove_partial_files(self.path)
-            if not self.resumes:  # a resume is recorded once its inputs are checked
+            if not continuing:  # a resume is recorded once its inputs are checked
                 self._write()
         distributed.barrier()
 

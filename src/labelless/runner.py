@@ -101,6 +101,11 @@ def data_identity(ds) -> str:
     return stable_hash({"records": items, "classnames": list(ds.classnames)})
 
 
+def _content_identity(ds) -> str:
+    """Like :func:`data_identity`, and also changes when an image file is rewritten."""
+    return ds.fingerprint(stat=True) if hasattr(ds, "fingerprint") else data_identity(ds)
+
+
 def data_info(spec: str, ds) -> dict[str, Any]:
     return {
         "spec": spec,
@@ -209,11 +214,10 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[s
             eval_ds = train  # transductive: adapt on the evaluation images themselves
         texts = build_texts(cfg.texts, classnames)
         label_texts = build_texts(cfg.label_texts, classnames)
-        folder.check_inputs({
+        folder.check_inputs({  # a resume refuses changed images, weights, classes or texts
             "backbone": backbone.fingerprint, "classnames": classnames,
-            "data": getattr(train, "fingerprint", lambda: data_identity(train))(),
-            "eval_data": None if not cfg.eval_data else getattr(
-                eval_ds, "fingerprint", lambda: data_identity(eval_ds))(),
+            "data": _content_identity(train),
+            "eval_data": _content_identity(eval_ds) if cfg.eval_data else None,
             "texts": stable_hash(texts), "label_texts": stable_hash(label_texts),
         })
         method = METHODS.get(cfg.method)(mcfg)

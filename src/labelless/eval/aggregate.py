@@ -220,6 +220,13 @@ class RunGroup:
         return " ".join(parts) + (f" [{', '.join(self.differs)}]" if self.differs else "")
 
 
+def _short(value: Any, n: int = 32) -> str:
+    """``value`` as text of at most ``n`` characters, keeping the end (the telling part of a
+    path or a spec)."""
+    text = str(value)
+    return text if len(text) <= n else "..." + text[-(n - 3):]
+
+
 def group_runs(
     rows: Sequence[dict[str, Any]],
     group_by: Sequence[str] = ("method", "dataset", "split", "backbone"),
@@ -245,8 +252,10 @@ def group_runs(
         flat = [flatten(g.runs[0].get("_identity") or {}) for g in siblings]
         keys = sorted({k for f in flat for k in f})
         varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+        if "data" in varying:  # the specs already tell the data sets apart
+            varying = [k for k in varying if not k.startswith("data_id.")]
         for g, f in zip(siblings, flat):
-            g.differs = [f"{k}={f.get(k)}" for k in varying][:4] or [f"config {g.key[-2]}"]
+            g.differs = [f"{k}={_short(f.get(k))}" for k in varying][:4] or [f"config {g.key[-2]}"]
     return ordered, excluded
 
 

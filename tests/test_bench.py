@@ -290,7 +290,7 @@ def test_bench_zeroshot_end_to_end(tmp_path, colour_folder):
     assert len(report.ran) == 4 and not report.failed
     md = (exp_dir / "results.md").read_text()
     header = md.splitlines()[0]
-    assert header.startswith("| run | data | model | split | seeds | top-1 (%)")
+    assert header.startswith("| run | data | model | split | seeds | runs | top-1 (%)")
     zs = [line for line in md.splitlines() if line.startswith("| zs-clip |")]
     assert len(zs) == 1
     cells = [c.strip() for c in zs[0].strip("|").split("|")]
@@ -298,7 +298,7 @@ def test_bench_zeroshot_end_to_end(tmp_path, colour_folder):
     # zero-shot CLIP is deterministic: both seeds give the same accuracy, so std is 0
     top1 = [r["top1"] for r in report.rows if r["run"] == "zs-clip"]
     assert len(top1) == 2 and top1[0] == top1[1] and 0.0 <= top1[0] <= 100.0
-    assert cells[5] == f"{top1[0]:.2f} ± 0.00"
+    assert cells[5] == "2" and cells[6] == f"{top1[0]:.2f} ± 0.00"  # 2 seeds, 2 runs
     csv_lines = (exp_dir / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("run,data,model,family,backbone_spec,setting,method,")
     assert len(csv_lines) == 1 + 4

@@ -326,12 +326,13 @@ def test_aggregate_mean_std_over_seeds(tmp_path):
     )
     md = md_path.read_text()
     fair_line = next(line for line in md.splitlines() if line.startswith("| fair"))
-    # top-1: mean 72, sample std sqrt(((70-72)^2 + (74-72)^2) / 1) = 2.83; top-5 only one value.
-    assert "| 2 | 72.00 ± 2.83 | 95.00 | 71.00 ± 2.83 |" in fair_line
+    # top-1: mean 72, sample std sqrt(((70-72)^2 + (74-72)^2) / 1) = 2.83; top-5 only one value,
+    # which the cell says (it is not averaged over the same runs as top-1).
+    assert "| 2 | 2 | 72.00 ± 2.83 | 95.00 (1 of 2 seeds) | 71.00 ± 2.83 |" in fair_line
     zs_line = next(line for line in md.splitlines() if line.startswith("| zeroshot"))
-    assert "| 1 | 45.50 | 90.00 | 44.50 |" in zs_line
+    assert "| 1 | 1 | 45.50 | 90.00 | 44.50 |" in zs_line
     # Grouping by method only still separates the two methods.
     _, md2 = write_tables(rows, tmp_path / "u.csv", tmp_path / "u.md", group_by=("method",))
-    assert "| method | seeds |" in md2.read_text()
+    assert "| method | seeds | runs |" in md2.read_text()
     with pytest.raises(LabellessError):
         aggregate(tmp_path / "nope")

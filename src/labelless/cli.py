@@ -43,6 +43,8 @@ def _data_flags(p: argparse.ArgumentParser, method: bool) -> None:
     p.add_argument("--label-texts", help="plain label prompts (default templates:name=clip)")
     p.add_argument("--out", help="run folder (default runs/<method>-<data>-s<seed>)")
     p.add_argument("--data-root", help="folder relative data roots are looked up in (default $LABELLESS_DATA)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="clear the run folder first when it holds another run's results")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method setting, e.g. --set optim.lr=1e-4 (repeatable)")
 
@@ -86,7 +88,7 @@ def cmd_zeroshot(args) -> None:
     cfg = _run_config(args, "zeroshot", params)
     if cfg.texts == "templates:name=clip" and args.scorer in ("cupl", "wca") and not args.texts:
         print("note: --texts not given; CuPL/WCA then average the plain template only", file=sys.stderr)
-    run(cfg)
+    run(cfg, overwrite=args.overwrite)
 
 
 def cmd_adapt(args) -> None:
@@ -100,7 +102,7 @@ def cmd_adapt(args) -> None:
     if info.world_size > 1:
         cfg.runtime.device = info.device
         cfg.runtime.progress = cfg.runtime.progress and info.is_main
-    run(cfg, resume=args.resume)
+    run(cfg, resume=args.resume, overwrite=args.overwrite)
 
 
 def cmd_eval(args) -> None:
@@ -110,8 +112,10 @@ def cmd_eval(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from labelless.runner import predict_folder
+    from labelless.runfolder import check_out_file
+    from labelless.runner import check_classnames, predict_folder
 
+    check_out_file(args.out)  # before any work
     rt = _runtime(args)
     if args.classifier:
         from labelless.methods.base import load_classifier
@@ -131,6 +135,7 @@ def cmd_predict(args) -> None:
 
         backbone = load_backbone(args.model, device=rt.device)
         names = parse_classes(args.classes)
+        check_classnames(names, f"--classes '{args.classes}'")
         ctx = FitContext(
             backbone=backbone, train=None, classnames=names,
             texts=build_texts(args.texts or "templates:name=clip", names),
@@ -171,18 +176,24 @@ def cmd_list(args) -> None:
 
 
 def cmd_aggregate(args) -> None:
+    import statistics
+
     from labelless.eval import aggregate, plot_bars, write_tables
+    from labelless.eval.aggregate import group_runs
 
     rows = aggregate(args.runs)
     if not rows:
         raise LabellessError(f"no results.json under '{args.runs}'")
     out = Path(args.out or args.runs)
     csv_path, md_path = write_tables(rows, out / "results.csv", out / "results.md")
-    table: dict[str, dict[str, float]] = {}
-    for r in rows:
-        if r.get("top1") is not None:
-            table.setdefault(r["method"], {}).setdefault(r["dataset"], []).append(r["top1"])
-    means = {m: {d: sum(v) / len(v) for d, v in ds.items()} for m, ds in table.items()}
+    means: dict[str, dict[str, float]] = {}
+    groups = group_runs(rows)[0]
+    varying = [k for k in ("split", "backbone") if len({str(g.runs[0][k]) for g in groups}) > 1]
+    for g in groups:  # one bar per config, the mean over its distinct seeds
+        label = " ".join([str(g.runs[0]["method"]), *(str(g.runs[0][k]) for k in varying)])
+        label += f" [{', '.join(g.differs)}]" if g.differs else ""
+        seeds = [v for v in g.seed_values("top1") if v is not None]
+        means.setdefault(label, {})[str(g.runs[0]["dataset"])] = statistics.fmean(seeds)
     if means:
         plot_bars(means, out / "results.png", title="top-1 accuracy", ylabel="top-1 accuracy (%)")
     print(md_path.read_text())
@@ -294,9 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _plain_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as the user reads them: ``warning: <message>``, without the source file and
+    code line Python's default format adds."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
+
+    # formatwarning, not showwarning: warnings still go through the warnings machinery (filters,
+    # "once per location", pytest's recorder), only their text changes
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _plain_warning
     from labelless.utils.log import setup_cli_logging
 
     setup_cli_logging()  # library code logs; on the command line INFO goes to stdout
@@ -309,12 +331,16 @@ def main(argv: list[str] | None = None) -> int:
 
         args.func(args)
     except LabellessError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from labelless.utils.secrets import redact
+
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: completed feature shards and checkpoints are kept; rerun (with --resume) to continue",
               file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
     return 0
 
 

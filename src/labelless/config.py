@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -93,6 +94,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
         if tp is int and isinstance(value, float) and value != out:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if tp is float and not math.isfinite(out):
+            # nan/inf pass every "> 0" check and train a classifier of NaNs
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return out
     if tp is str:
         if isinstance(value, (dict, list)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -23,12 +24,13 @@ from labelless.config import from_dict, to_dict
 from labelless.data import build_dataset
 from labelless.data.classes import parse_classes
 from labelless.engine import distributed
-from labelless.errors import ConfigError, LabellessError
+from labelless.errors import ConfigError, DataError, LabellessError
 from labelless.eval import RunRecorder, classification_metrics, plot_confusion, write_results
 from labelless.methods.base import Classifier, FitContext, Runtime, load_classifier
 from labelless.registry import METHODS
+from labelless.runfolder import RunFolder, check_out_dir, check_out_file
 from labelless.text import build_texts
-from labelless.utils.io import atomic_save
+from labelless.utils.io import atomic_save, stable_hash
 from labelless.utils.paths import slug as _slug  # the run-folder flavour
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,21 @@ def method_config(name: str, params: dict) -> Any:
     return from_dict(method_cls.Config, params or {}, where="params")
 
 
+def data_identity(ds) -> str:
+    """A short hash of which images (absolute paths), labels and class names a data set holds:
+    two image folders never share it, the same folder reached by two paths does."""
+    records = getattr(ds, "records", None)
+    if records is None:
+        records = list(zip(getattr(ds, "paths", []), getattr(ds, "labels", [])))
+    items = [[os.path.abspath(str(p)), int(y)] for p, y in records]
+    return stable_hash({"records": items, "classnames": list(ds.classnames)})
+
+
+def _content_identity(ds) -> str:
+    """Like :func:`data_identity`, and also changes when an image file is rewritten."""
+    return ds.fingerprint(stat=True) if hasattr(ds, "fingerprint") else data_identity(ds)
+
+
 def data_info(spec: str, ds) -> dict[str, Any]:
     return {
         "spec": spec,
@@ -93,8 +110,31 @@ def data_info(spec: str, ds) -> dict[str, Any]:
         "split": getattr(ds, "split", None),
         "n": len(ds),
         "num_classes": len(ds.classnames),
+        "fingerprint": data_identity(ds),
         "skipped": [list(s) for s in getattr(ds, "skipped", [])],
         "n_skipped": len(getattr(ds, "skipped", [])),
+    }
+
+
+def check_classnames(classnames: list[str], where: str) -> None:
+    """At least two classes: with one, every image gets it, training has nothing to separate
+    (its losses are 0) and the accuracy says nothing."""
+    if len(classnames) < 2:
+        raise DataError(
+            f"{where} has {len(classnames)} class{'' if len(classnames) == 1 else 'es'}"
+            f"{' (' + repr(classnames[0]) + ')' if classnames else ''}: classification needs at least "
+            "2 classes. Pass the full class list with --classes (or a data set with 2 or more class "
+            "folders)."
+        )
+
+
+def run_settings(cfg: RunConfig, mcfg: Any) -> dict[str, Any]:
+    """What makes a run this run (a resume must keep it): the method and its full config, the
+    model, data, classes, texts and seed; not the output folder or the runtime."""
+    return {
+        "method": cfg.method, "params": to_dict(mcfg), "model": cfg.model, "data": cfg.data,
+        "eval_data": cfg.eval_data, "classes": cfg.classes, "texts": cfg.texts,
+        "label_texts": cfg.label_texts, "seed": cfg.seed, "monitor": cfg.monitor,
     }
 
 
@@ -139,25 +179,32 @@ def _setting(cfg: RunConfig, train, eval_ds) -> str:
     return "transductive" if same else "inductive"
 
 
-def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
-    """Fit ``cfg.method``, save its classifier, evaluate, write ``results.json``; return it."""
+def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Fit ``cfg.method``, save its classifier, evaluate, write ``results.json``; return it.
+
+    ``resume`` continues the interrupted run in the output folder (refused when its settings
+    differ); ``overwrite`` clears a folder that holds another run (refused otherwise), see
+    :class:`labelless.runfolder.RunFolder`.
+    """
     rt = cfg.runtime
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     params = dict(cfg.params or {})
+    folder = RunFolder(out, resume=resume, overwrite=overwrite)
+    # before any work: the folder is writable, holds no other run, and a resume keeps its settings
+    folder.claim(run_settings(cfg, method_config(cfg.method, params)), to_dict(rt))
     if "testbed" in (params.get("captions"), params.get("groups")):
         from labelless.data.testbed import task_of_spec
         from labelless.testbed.groups import resolve_testbed_files
 
-        out.mkdir(parents=True, exist_ok=True)
         params = resolve_testbed_files(params, out, task=task_of_spec(cfg.data))
     mcfg = method_config(cfg.method, params)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    with RunRecorder() as rec:
+    with RunRecorder(previous_wall_s=folder.previous_wall_s) as rec:
         backbone = load_backbone(cfg.model, device=rt.device)
         classes = parse_classes(cfg.classes) if cfg.classes else None
         train = load_data(cfg.data, classes, rt)
         classnames = list(train.classnames)
+        check_classnames(classnames, f"data set '{cfg.data}'")
         eval_ds = None
         if cfg.eval_data:
             eval_ds = load_data(cfg.eval_data, classnames, rt)
@@ -165,6 +212,12 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
             eval_ds = train  # transductive: adapt on the evaluation images themselves
         texts = build_texts(cfg.texts, classnames)
         label_texts = build_texts(cfg.label_texts, classnames)
+        folder.check_inputs({  # a resume refuses changed images, weights, classes or texts
+            "backbone": backbone.fingerprint, "classnames": classnames,
+            "data": _content_identity(train),
+            "eval_data": _content_identity(eval_ds) if cfg.eval_data else None,
+            "texts": stable_hash(texts), "label_texts": stable_hash(label_texts),
+        })
         method = METHODS.get(cfg.method)(mcfg)
         ctx = FitContext(
             backbone=backbone, train=train, classnames=classnames, texts=texts,
@@ -189,10 +242,13 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
         if not main:
             return {"results_path": None, "out_dir": str(out), "metrics": metrics, "fit": fit,
                     "backbone": backbone}
+    folder.finish(rec.wall_s)
     if metrics is not None:
         log.info(f"[{cfg.method}] {metrics.summary()}")
     extra = {"train_data": data_info(cfg.data, train), "history": fit.history, **fit.info,
              "setting": _setting(cfg, train, eval_ds)}
+    if folder.resumes:
+        extra["resumes"] = folder.resumes
     path = write_results(
         out, method=cfg.method, backbone=backbone_info(backbone),
         data=data_info(cfg.eval_data or cfg.data, eval_ds) if eval_ds is not None else data_info(cfg.data, train),
@@ -205,13 +261,13 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
 
 def eval_artifact(classifier_dir: str, data: str, rt: Runtime, out: str | None = None) -> dict[str, Any]:
     """Evaluate a saved classifier on a labelled data set and write ``results.json``."""
+    out_dir = Path(out) if out else Path(classifier_dir).parent / f"eval-{_slug(data.split(':', 1)[0])}"
+    check_out_dir(out_dir)  # before any work
     with RunRecorder() as rec:
         clf, backbone = load_classifier(classifier_dir, device=rt.device)
         ds = load_data(data, clf.classnames, rt)
         if not ds.has_labels:
             raise LabellessError(f"data set '{data}' has no labels: `labelless eval` needs a labelled set")
-        out_dir = Path(out) if out else Path(classifier_dir).parent / f"eval-{_slug(data.split(':', 1)[0])}"
-        out_dir.mkdir(parents=True, exist_ok=True)
         _, metrics = evaluate(clf, backbone, ds, rt, out_dir)
     log.info(metrics.summary())
     path = write_results(
@@ -228,6 +284,7 @@ def predict_folder(
     """Predict every image under ``images``; write ``path,predicted,confidence,top5`` CSV."""
     from labelless.data import build_dataset as _build
 
+    out_csv = check_out_file(out_csv)  # before any work
     ds = _build(f"folder:root={images}", classes=clf.classnames)
     ds.validate(progress=rt.progress)
     if len(ds) == 0:

@@ -17,10 +17,12 @@ import torch
 from torchvision import transforms as T
 
 from labelless.backbones.base import Backbone, ImageOutput
+from labelless.backbones.hub import hub_access, quiet_hub_logging
 from labelless.backbones.openclip import file_digest
 from labelless.errors import BackboneError
 from labelless.registry import BACKBONES
 
+quiet_hub_logging()  # the hub's retry lines print once (see backbones.hub)
 _RESAMPLE = {0: T.InterpolationMode.NEAREST, 2: T.InterpolationMode.BILINEAR, 3: T.InterpolationMode.BICUBIC}
 
 
@@ -48,10 +50,17 @@ class HFClipBackbone(Backbone):
         local = Path(rest).is_dir()
         if not local and (rest.startswith(("/", ".", "~")) or Path(rest).suffix):
             raise BackboneError(f"Hugging Face model directory '{rest}' does not exist")
+        import contextlib
+
+        hub = contextlib.nullcontext() if local else hub_access(
+            self.spec, "hf:/path/to/a/save_pretrained/folder")
         try:
-            model = transformers.AutoModel.from_pretrained(rest)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(rest)
-            processor = transformers.AutoImageProcessor.from_pretrained(rest)
+            with hub:
+                model = transformers.AutoModel.from_pretrained(rest)
+                tokenizer = transformers.AutoTokenizer.from_pretrained(rest)
+                processor = transformers.AutoImageProcessor.from_pretrained(rest)
+        except BackboneError:
+            raise
         except Exception as e:
             hint = "" if local else (
                 " Downloading needs network access to the Hugging Face hub; offline, pass a local "

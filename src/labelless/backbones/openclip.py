@@ -22,10 +22,12 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from labelless.backbones.base import Backbone, ImageOutput
+from labelless.backbones.hub import hub_access, offline_advice, quiet_hub_logging
 from labelless.errors import BackboneError, did_you_mean
 from labelless.registry import BACKBONES
 from labelless.utils.io import sha256_file
 
+quiet_hub_logging()  # the hub's retry lines print once (see backbones.hub)
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(_CONFIG_DIR)
 
@@ -118,22 +120,27 @@ class OpenClipBackbone(Backbone):
         super().__init__()
         src = parse_openclip_spec(rest)
         self.spec = f"openclip:{rest}"
+        # weights from the hub: no 50 s of retries without network, each retry line once
+        hub = (hub_access(self.spec, f"openclip:{src['model_name']}:/path/to/weights.safetensors or "
+                          "openclip:local-dir:/path/to/folder")
+               if src["kind"] in ("tag", "hf-hub") else contextlib.nullcontext())
         try:
             # open_clip warns "No pretrained weights loaded" for a random init that was asked for
-            with _seeded(src.get("seed", 0)), _quiet_random_init(src["kind"] == "random"):
+            with hub, _seeded(src.get("seed", 0)), _quiet_random_init(src["kind"] == "random"):
                 model = open_clip.create_model(
                     src["model_name"],
                     pretrained=src["pretrained"],
                     device=device,
                     load_weights=src["kind"] != "random",
                 )
+        except BackboneError:
+            raise
         except Exception as e:  # open_clip raises RuntimeError/ValueError/OSError/HF errors
             hint = ""
             if src["kind"] in ("tag", "hf-hub"):
-                hint = (
-                    " Downloading weights needs network access to the model hub; offline, "
-                    "point the spec at a local checkpoint file or a local-dir: folder."
-                )
+                hint = " Downloading weights needs network access to the model hub. " + offline_advice(
+                    f"openclip:{src['model_name']}:/path/to/weights.safetensors or "
+                    "openclip:local-dir:/path/to/folder")
             raise BackboneError(f"could not build backbone '{self.spec}': {e}.{hint}") from e
         model.eval()
         self.model = model

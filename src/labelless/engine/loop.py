@@ -39,6 +39,28 @@ class NonFiniteLossError(LabellessError):
     """A loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
+class NonFiniteWeightsError(LabellessError):
+    """An optimiser step left NaN or infinite values in the trained tensors (a finite loss with
+    an exploding update); raised before such weights are checkpointed or saved."""
+
+
+#: optimiser steps between two checks that the trained tensors are finite (each check is one
+#: reduction per tensor and one host sync); the weights are also checked before every save
+FINITE_CHECK_EVERY = 20
+
+
+def non_finite(named) -> list[str]:
+    """Names of the floating-point tensors in ``named`` (``(name, tensor)`` pairs) that hold a
+    NaN or an infinity; one host sync when all are finite."""
+    named = [(n, t) for n, t in named if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not named:
+        return []
+    flags = torch.stack([torch.isfinite(t.detach()).all().cpu() for _, t in named])
+    if bool(flags.all()):
+        return []
+    return [n for (n, _), ok in zip(named, flags.tolist()) if not ok]
+
+
 @dataclass
 class OptimConfig:
     """Optimisation settings shared by every trained method.
@@ -75,10 +97,30 @@ class OptimConfig:
     checkpoint_every: int = 0
 
     def __post_init__(self):
-        if self.lr <= 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        def check(name: str, value, ok: bool, want: str) -> None:
+            if not ok:
+                raise ConfigError(f"optim.{name} must be {want}, got {value!r}")
+
+        finite = {n: getattr(self, n) for n in ("lr", "min_lr", "weight_decay", "eps", "momentum")}
+        finite.update({f"betas[{i}]": b for i, b in enumerate(self.betas)})
+        if self.grad_clip is not None:
+            finite["grad_clip"] = self.grad_clip
+        for name, value in finite.items():
+            # `not (x > 0)` is also true for NaN, which `x <= 0` lets through
+            check(name, value, isinstance(value, (int, float)) and math.isfinite(value), "a finite number")
+        check("lr", self.lr, self.lr > 0, "> 0")
+        check("min_lr", self.min_lr, self.min_lr >= 0, ">= 0")
+        check("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
+        check("eps", self.eps, self.eps > 0, "> 0")
+        check("momentum", self.momentum, 0 <= self.momentum <= 1, "in [0, 1]")
+        check("betas", self.betas, len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+              "two numbers in [0, 1)")
+        if self.grad_clip is not None:
+            check("grad_clip", self.grad_clip, self.grad_clip > 0, "> 0 (or none)")
         if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("optim.epochs, optim.batch_size and optim.grad_accum must be >= 1")
+        check("warmup_steps", self.warmup_steps, self.warmup_steps >= 0, ">= 0")
+        check("checkpoint_every", self.checkpoint_every, self.checkpoint_every >= 0, ">= 0")
 
 
 class EpochSampler(Sampler[int]):
@@ -281,7 +323,24 @@ class TrainLoop:
             "seed": self.seed,
         }
 
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteWeightsError` if a trained tensor (or a tensor of the method's
+        own state) holds a NaN or an infinity; the previous checkpoint stays untouched."""
+        method_state = self.method.state_dict() if hasattr(self.method, "state_dict") else {}
+        extra = [(f"method.{k}", v) for k, v in method_state.items()] if isinstance(method_state, dict) else []
+        bad = non_finite(list(self.named) + extra)
+        if bad:
+            last = self.ckpt_path if self.ckpt_path.exists() else "none (no checkpoint yet)"
+            raise NonFiniteWeightsError(
+                f"training diverged: after optimiser step {self.global_step // self.cfg.grad_accum} "
+                f"(epoch {self.epoch + 1}) {len(bad)} trained tensor(s) hold NaN or infinite values "
+                f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); nothing was saved from this "
+                f"point. Last good checkpoint: {last}. Lower optim.lr (now {self.cfg.lr:g}) or set "
+                "optim.grad_clip."
+            )
+
     def save(self) -> Path:
+        self.check_finite()  # never checkpoint weights that are NaN/inf
         state = self.state_dict()  # every rank builds it (collective-free), rank 0 writes it
         if self.main:
             save_checkpoint(self.ckpt_path, state)
@@ -366,8 +425,8 @@ class TrainLoop:
             self.load()
         elif not resume and self.ckpt_path.exists():
             raise LabellessError(
-                f"{self.out_dir} already holds a checkpoint: pass --resume to continue it, or "
-                "choose another output directory"
+                f"{self.out_dir} already holds a checkpoint: pass --resume to continue it, "
+                "--overwrite to start again, or choose another output directory"
             )
         first = self.dataset_for_epoch(0)
         global_batch = self.cfg.batch_size * self.world_size
@@ -417,6 +476,8 @@ class TrainLoop:
                     self.opt.zero_grad(set_to_none=True)
                     if hasattr(self.method, "after_step"):
                         self.method.after_step(self.global_step)
+                    if (self.global_step // self.cfg.grad_accum) % FINITE_CHECK_EVERY == 0:
+                        self.check_finite()
                 for k, v in losses.items():
                     v = distributed.all_mean(torch.as_tensor(v, dtype=torch.float32).detach())
                     self._sums[k] = self._sums.get(k, 0.0) + float(v)

@@ -2,7 +2,12 @@
 
 :func:`aggregate` flattens every results file under a directory into one row per run;
 :func:`write_tables` writes all rows as CSV and a Markdown table of mean ± std over seeds per
-group (method, data set, split, backbone by default).
+group. A group is the shown columns (method, data set, split, backbone by default) AND the run's
+full resolved config minus its seed AND the identity of its data (which images), so runs that
+differ in a learning rate, or were made on two different image folders, are never averaged
+together (:func:`group_runs`). Seeds are counted distinct: runs that repeat a seed are shown as
+duplicates and count once (their mean). A run whose top-1 is undefined (NaN, or no labelled
+evaluation data) is left out of every statistic and listed with the reason.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ import os
 import statistics
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labelless.config import flatten
 from labelless.errors import LabellessError
 from labelless.eval.results import RESULTS_FILENAME, load_results
-from labelless.utils.io import atomic_write_text
+from labelless.utils.io import atomic_write_text, stable_hash
 
-__all__ = ["COLUMNS", "aggregate", "markdown_table", "write_tables"]
+__all__ = ["COLUMNS", "RunGroup", "aggregate", "group_runs", "markdown_table", "write_tables"]
 
 COLUMNS = (
     "method",
@@ -34,9 +41,16 @@ COLUMNS = (
     "mean_per_class",
     "wall_s",
     "git_sha",
+    "config_key",
+    "data_key",
+    "excluded",
     "path",
 )
 _METRIC_COLUMNS = ("top1", "top5", "mean_per_class")
+# config keys that do not make a run a different experiment: the seed (what a group averages
+# over), where it was written, how it ran (device, workers, cache), and the data specs (the
+# data's identity, which images, stands for them: two paths to one folder are one data set)
+_NOT_IDENTITY = ("seed", "out", "runtime", "params", "data", "eval_data")
 
 
 def _name(d: Any, *keys: str) -> str | None:
@@ -60,6 +74,27 @@ def _num(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _identity(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config, data)``: the resolved config minus the seed and the other non-identity keys
+    (see ``_NOT_IDENTITY``) with the backbone weights digest, and the data identity (fingerprint
+    of the evaluation and training images when recorded, else their specs)."""
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    if isinstance(config.get("run"), dict):  # labelless.runner: {"run": RunConfig, "method": ...}
+        ident = {k: v for k, v in config.items() if k != "run"}
+        ident["run"] = {k: v for k, v in config["run"].items() if k not in _NOT_IDENTITY}
+    else:
+        ident = {k: v for k, v in config.items() if k != "seed"}
+    backbone = record.get("backbone")
+    if isinstance(backbone, dict) and backbone.get("fingerprint"):
+        ident["backbone_weights"] = backbone["fingerprint"]
+    data = record.get("data") if isinstance(record.get("data"), dict) else {}
+    train = ((record.get("extra") or {}).get("train_data")) or {}
+    ident_data = {"eval": data.get("fingerprint") or data.get("spec") or data.get("name")}
+    if isinstance(train, dict) and train:
+        ident_data["train"] = train.get("fingerprint") or train.get("spec")
+    return ident, ident_data
+
+
 def _row(record: dict[str, Any], path: Path, root: Path) -> dict[str, Any]:
     metrics = record.get("metrics") or {}
     resources = record.get("resources") or {}
@@ -72,13 +107,26 @@ def _row(record: dict[str, Any], path: Path, root: Path) -> dict[str, Any]:
         rel = path.relative_to(root)
     except ValueError:
         rel = path
+    ident, ident_data = _identity(record)
+    top1 = _num(metrics.get("top1"))
+    if not record.get("metrics"):
+        excluded = "no metrics (evaluation data without labels?)"
+    elif top1 is None:
+        excluded = "top-1 is undefined (NaN or missing)"
+    else:
+        excluded = None
+    data_spec = data.get("spec") if isinstance(data, dict) else None
     return {
+        "config_key": stable_hash(ident, length=10),
+        "data_key": stable_hash(ident_data, length=10),
+        "excluded": excluded,
+        "_identity": {**ident, "data": data_spec, "data_id": ident_data},
         "method": record.get("method"),
         "backbone": _name(record.get("backbone"), "name", "spec"),
         "dataset": _name(data, "name", "spec"),
         "split": split,
         "seed": record.get("seed"),
-        "top1": _num(metrics.get("top1")),
+        "top1": top1,
         "top5": _num(metrics.get("top5")),
         "mean_per_class": _num(metrics.get("mean_per_class")),
         "wall_s": _num(resources.get("wall_s")),
@@ -134,27 +182,123 @@ def _mean_std(values: Sequence[float | None]) -> str:
     return f"{mean:.2f} ± {statistics.stdev(vals):.2f}"
 
 
+@dataclass
+class RunGroup:
+    """Runs of one experiment: same shown key, config (minus seed) and data identity.
+
+    ``runs``: the included runs; ``per_seed``: ``{seed: [runs]}`` (more than one run under a
+    seed = duplicates); ``differs``: ``key=value`` settings that tell this group apart from the
+    groups with the same shown key.
+    """
+
+    key: tuple
+    runs: list[dict[str, Any]]
+    differs: list[str] = field(default_factory=list)
+
+    @property
+    def per_seed(self) -> dict[Any, list[dict[str, Any]]]:
+        out: dict[Any, list[dict[str, Any]]] = {}
+        for r in self.runs:
+            out.setdefault(r.get("seed"), []).append(r)
+        return out
+
+    @property
+    def duplicates(self) -> dict[Any, int]:
+        """``{seed: number of runs}`` for the seeds run more than once."""
+        return {s: len(rs) for s, rs in self.per_seed.items() if len(rs) > 1}
+
+    def seed_values(self, col: str) -> list[float | None]:
+        """One value per distinct seed: the mean of that seed's runs (None if none has it)."""
+        out = []
+        for runs in self.per_seed.values():
+            vals = [r.get(col) for r in runs if r.get(col) is not None and math.isfinite(r[col])]
+            out.append(statistics.fmean(vals) if vals else None)
+        return out
+
+    def label(self, group_by: Sequence[str]) -> str:
+        parts = [str(v) for v in self.key[: len(group_by)] if v is not None]
+        return " ".join(parts) + (f" [{', '.join(self.differs)}]" if self.differs else "")
+
+
+def _short(value: Any, n: int = 32) -> str:
+    """``value`` as text of at most ``n`` characters, keeping the end (the telling part of a
+    path or a spec)."""
+    text = str(value)
+    return text if len(text) <= n else "..." + text[-(n - 3):]
+
+
+def group_runs(
+    rows: Sequence[dict[str, Any]],
+    group_by: Sequence[str] = ("method", "dataset", "split", "backbone"),
+) -> tuple[list[RunGroup], list[dict[str, Any]]]:
+    """``(groups, excluded)``: the included runs grouped by ``group_by`` + config + data identity
+    (sorted), and the runs left out of every statistic (their ``excluded`` says why)."""
+    groups: dict[tuple, RunGroup] = {}
+    excluded = []
+    for r in rows:
+        if r.get("excluded"):
+            excluded.append(r)
+            continue
+        key = (*(r.get(k) for k in group_by), r.get("config_key"), r.get("data_key"))
+        groups.setdefault(key, RunGroup(key, [])).runs.append(r)
+    ordered = [groups[k] for k in sorted(groups, key=lambda k: tuple(str(x) for x in k))]
+    # groups that look alike in the shown columns: name the settings that tell them apart
+    shown: dict[tuple, list[RunGroup]] = {}
+    for g in ordered:
+        shown.setdefault(g.key[: len(group_by)], []).append(g)
+    for siblings in shown.values():
+        if len(siblings) < 2:
+            continue
+        flat = [flatten(g.runs[0].get("_identity") or {}) for g in siblings]
+        keys = sorted({k for f in flat for k in f})
+        varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+        if "data" in varying:  # the specs already tell the data sets apart
+            varying = [k for k in varying if not k.startswith("data_id.")]
+        for g, f in zip(siblings, flat):
+            g.differs = [f"{k}={_short(f.get(k))}" for k in varying][:4] or [f"config {g.key[-2]}"]
+    return ordered, excluded
+
+
 def markdown_table(
     rows: Sequence[dict[str, Any]],
     group_by: Sequence[str] = ("method", "dataset", "split", "backbone"),
 ) -> str:
-    """Markdown table of mean ± sample std over runs (seeds) per ``group_by`` group."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r.get(k) for k in group_by), []).append(r)
-    header = [*group_by, "seeds", "top-1 (%)", "top-5 (%)", "mean/class (%)", "wall (s)"]
+    """Markdown table of mean ± sample std over the distinct seeds of each group (see the
+    module docstring), then the duplicated seeds and the excluded runs with their reasons."""
+    groups, excluded = group_runs(rows, group_by)
+    any_differs = any(g.differs for g in groups)
+    header = [*group_by, *(["settings"] if any_differs else []), "seeds", "runs",
+              "top-1 (%)", "top-5 (%)", "mean/class (%)", "wall (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for key in sorted(groups, key=lambda k: tuple(str(x) for x in k)):
-        members = groups[key]
-        cells = ["" if v is None else str(v) for v in key]
-        cells.append(str(len(members)))
+    notes = []
+    for g in groups:
+        cells = ["" if v is None else str(v) for v in g.key[: len(group_by)]]
+        if any_differs:
+            cells.append(", ".join(g.differs))
+        n_seeds = len(g.per_seed)
+        cells += [str(n_seeds), str(len(g.runs))]
         for col in _METRIC_COLUMNS:
-            cells.append(_mean_std([m.get(col) for m in members]))
-        walls = [m["wall_s"] for m in members if m.get("wall_s") is not None]
+            vals = g.seed_values(col)
+            have = sum(v is not None for v in vals)
+            cell = _mean_std(vals)
+            if 0 < have < n_seeds:  # never average a metric over other runs than top-1 silently
+                cell += f" ({have} of {n_seeds} seeds)"
+            cells.append(cell)
+        walls = [m["wall_s"] for m in g.runs if m.get("wall_s") is not None]
         cells.append(f"{statistics.fmean(walls):.1f}" if walls else "n/a")
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        if g.duplicates:
+            dup = ", ".join(f"seed {s} x{n}" for s, n in g.duplicates.items())
+            notes.append(f"- duplicates in {g.label(group_by)}: {dup} (each seed counts once, "
+                         "as the mean of its runs)")
     lines.append("")
-    lines.append("Mean ± sample standard deviation (ddof=1) over the runs of each group.")
+    lines.append("Mean ± sample standard deviation (ddof=1) over the distinct seeds of each group; "
+                 "a group is one config (all settings but the seed) on one data set.")
+    if notes:
+        lines += ["", "Duplicated seeds:", *notes]
+    if excluded:
+        lines += ["", f"Excluded runs ({len(excluded)}):"]
+        lines += [f"- {r.get('path')}: {r.get('excluded')}" for r in excluded]
     return "\n".join(lines) + "\n"
 
 

@@ -164,11 +164,13 @@ class RunRecorder:
     ``with RunRecorder() as rec: ...`` then ``rec.wall_s``, ``rec.peak_rss_mb``,
     ``rec.peak_cuda_mb``. Inside the block the properties give the values so far. ``peak_rss_mb``
     is the process-wide peak since start (the OS does not reset it); ``peak_cuda_mb`` is
-    ``torch.cuda.max_memory_allocated`` since entering the block, ``None`` when CUDA was not
-    used.
+    used. ``previous_wall_s``: the wall seconds of earlier stretches of a resumed run;
+    :meth:`to_dict`'s ``wall_s`` is then the sum of all stretches (listed in ``wall_s_stretches``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, previous_wall_s: list[float] | tuple[float, ...] = ()) -> None:
+        # wall seconds of earlier stretches of the same run (a resumed run counts them all)
+        self.previous_wall_s = [float(s) for s in previous_wall_s]
         self._t0: float | None = None
         self._t1: float | None = None
         self._rss_end: float | None = None
@@ -221,11 +223,15 @@ class RunRecorder:
         def r(x: float | None, nd: int) -> float | None:
             return None if x is None else round(float(x), nd)
 
-        return {
-            "wall_s": r(self.wall_s, 3),
+        wall = self.wall_s
+        out = {
+            "wall_s": r(None if wall is None else wall + sum(self.previous_wall_s), 3),
             "peak_rss_mb": r(self.peak_rss_mb, 1),
             "peak_cuda_mb": r(self.peak_cuda_mb, 1),
         }
+        if self.previous_wall_s:  # a resumed run: every stretch, this one last
+            out["wall_s_stretches"] = [r(s, 3) for s in [*self.previous_wall_s, wall]]
+        return out
 
 
 def _jsonable(obj: Any) -> Any:

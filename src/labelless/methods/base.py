@@ -86,8 +86,15 @@ class Classifier:
     ) -> Path:
         """Write the artifact; ``tuned`` = backbone parameters that differ from the base model."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         tens = {k: v.detach().cpu().contiguous() for k, v in self.tensors().items()}
+        bad = _non_finite(tens) + [f"backbone {k}" for k in _non_finite(tuned or {})]
+        if bad:
+            raise LabellessError(
+                f"refusing to save a {self.kind} classifier with NaN or infinite values in "
+                f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}: training diverged. Lower the "
+                "learning rate (--set optim.lr=...) and run again."
+            )
+        out.mkdir(parents=True, exist_ok=True)
         atomic_save(out / "tensors.safetensors", lambda p: save_file(tens, str(p)))
         tuned = {k: v.detach().cpu().contiguous() for k, v in (tuned or {}).items()}
         if tuned:
@@ -105,6 +112,32 @@ class Classifier:
         }
         atomic_write_json(out / "artifact.json", meta)
         return out
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _read_tensors(path: Path, root: Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file of an artifact; a damaged (e.g. truncated) or non-finite file is a
+    user-facing error naming it, never a traceback or a classifier that predicts NaN."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises SafetensorError / OSError on a damaged file
+        raise LabellessError(
+            f"classifier file '{path}' cannot be read ({type(e).__name__}: {e}); it is damaged or "
+            f"incomplete (a copy cut short?). Copy the '{root}' folder again, or re-run the method "
+            "that wrote it."
+        ) from None
+    bad = _non_finite(tensors)
+    if bad:
+        raise LabellessError(
+            f"classifier file '{path}' holds NaN or infinite values in {', '.join(bad[:3])}: it "
+            "comes from a run that diverged and cannot predict. Re-run that method with a lower "
+            "learning rate."
+        )
+    return tensors
 
 
 def load_classifier(
@@ -139,7 +172,7 @@ def load_classifier(
         )
     tuned_path = root / "backbone.safetensors"
     if tuned_path.exists():
-        tuned = load_file(str(tuned_path))
+        tuned = _read_tensors(tuned_path, root)
         own = dict(backbone.model.named_parameters())
         unknown = sorted(set(tuned) - set(own))
         if unknown:
@@ -151,7 +184,7 @@ def load_classifier(
     clf = cls.from_meta(meta)
     tensors_path = root / "tensors.safetensors"
     if tensors_path.exists():
-        clf.load_tensors({k: v.to(device) for k, v in load_file(str(tensors_path)).items()})
+        clf.load_tensors({k: v.to(device) for k, v in _read_tensors(tensors_path, root).items()})
     return clf, backbone
 
 

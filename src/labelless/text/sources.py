@@ -272,6 +272,14 @@ def match_descriptions(
         )
         for c in absent:
             out[c] = [FALLBACK_TEMPLATE.replace("{c}", c) if missing == "template" else c]
+    if unused:
+        # a key that matches no class is usually a misspelt class: say so instead of dropping it
+        log.warning(
+            f"{origin}: {len(unused)} key(s) match no class and are ignored: "
+            + ", ".join(f"'{u}'" for u in unused[:10]) + (" ..." if len(unused) > 10 else "")
+            + ". Map them to class names with aliases=, or compare loosely with "
+            "normalize=lower|underscores."
+        )
     return out
 
 

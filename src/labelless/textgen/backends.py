@@ -13,7 +13,9 @@ Two backends share one interface, :meth:`Backend.generate(prompt, images, system
   through ``AutoProcessor`` + ``AutoModelForImageTextToText``, imported lazily; greedy decoding.
 
 The API key is read from the argument or ``OPENAI_API_KEY`` and is never logged, printed or
-written anywhere (``describe()`` omits it).
+written anywhere (``describe()`` omits it): every error text is passed through
+:func:`labelless.utils.secrets.redact` before it is raised, so a server that echoes the
+``Authorization`` header in its error body does not leak the key.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 from PIL import Image
 
 from labelless.errors import ConfigError, LabellessError
+from labelless.utils.secrets import redact, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,7 @@ class OpenAIBackend(Backend):
             raise ConfigError(f"no model given: pass --llm-model or set {ENV_MODEL}")
         self.base_url = base_url or os.environ.get(ENV_BASE_URL) or None
         key = api_key or os.environ.get(ENV_KEY) or "EMPTY"
+        register_secret(key)  # error texts shown, logged or cached never carry it
         if timeout <= 0:
             raise ConfigError(f"timeout must be > 0, got {timeout}")
         self.timeout = float(timeout)
@@ -158,6 +162,7 @@ class OpenAIBackend(Backend):
         self.seed = seed
         self.retry = retry or RetryPolicy()
         self.requests = 0  # HTTP requests sent, retries included
+        self.retries = 0  # requests that were retries (reported in the run's summary)
         self._lock = threading.Lock()
         self._local = threading.local()  # per-thread count of requests for the current reply
         # The client retries HTTP-level failures; the request hook counts every attempt and
@@ -175,6 +180,7 @@ class OpenAIBackend(Backend):
         self._local.sent = sent
         with self._lock:
             self.requests += 1
+            self.retries += sent > 1
         if sent > 1:
             log.info("%s: retry %d of %d", self._local.why, sent - 1, self.retry.max_retries)
         self._local.why = "no reply (timeout or connection error)"
@@ -253,7 +259,9 @@ class OpenAIBackend(Backend):
 
 
 def _short(e: Exception, n: int = 200) -> str:
-    text = " ".join(str(e).split())
+    """The error's text on one line, secrets redacted (before cutting: a cut must not leave
+    half a key), at most ``n`` characters."""
+    text = redact(" ".join(str(e).split()))
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
@@ -313,6 +321,7 @@ class HFBackend(Backend):
         self.net = model_obj.to(device).eval()
         self._lock = threading.Lock()  # one generate at a time on the shared model
         self.requests = 0
+        self.retries = 0  # a local model is never retried
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model, "max_new_tokens": self.max_new_tokens,

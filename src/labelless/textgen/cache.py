@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from labelless.utils.io import stable_hash
+from labelless.utils.secrets import redact
 
 
 def request_key(identity: dict[str, Any], prompt: str, images: list[str], system: str | None = None,
@@ -96,7 +97,8 @@ class ReplyCache:
             self.failed.pop(key, None)
 
     def put_failure(self, key: str, error: str, **meta: Any) -> None:
-        """Record a failed request; it stays to-do for the next run."""
+        """Record a failed request (secrets redacted); it stays to-do for the next run."""
+        error = redact(error)
         self._append({"key": key, "ok": False, "error": error, **meta})
         with self._lock:
             self.failed[key] = error

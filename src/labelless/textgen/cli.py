@@ -11,7 +11,13 @@ import os
 from pathlib import Path
 
 from labelless.errors import ConfigError
-from labelless.textgen.backends import ENV_BASE_URL, ENV_MODEL, RetryPolicy, make_backend
+from labelless.textgen.backends import (
+    ENV_BASE_URL,
+    ENV_MODEL,
+    RetryPolicy,
+    TextGenError,
+    make_backend,
+)
 from labelless.textgen.cache import ReplyCache
 from labelless.textgen.prompts import CUPL_QUESTIONS, GROUP_PROMPT, IMAGE_PROMPT, load_questions
 
@@ -39,6 +45,10 @@ def _backend_flags(p: argparse.ArgumentParser, temperature: float, max_tokens: i
     g.add_argument("--cache", default=None,
                    help="reply cache (JSONL); default <out>.cache.jsonl. Rerun to resume.")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--allow-partial", action="store_true",
+                   help="write the output even when some requests failed for good (default: "
+                   "write nothing and exit with an error, so no later command takes a partial "
+                   "file for a complete one)")
 
 
 def _make_backend(args):
@@ -79,6 +89,22 @@ def _report(report, what: str) -> None:
               f"First: {next(iter(report.failures.values()))}")
 
 
+def _refuse_incomplete(args, out: str, what: str, missing: list[str], report) -> None:
+    """Without ``--allow-partial``, an output that lacks some items is not written (a later
+    command would take it for complete): raise, naming what is missing and how to finish."""
+    if not missing or args.allow_partial:
+        return
+    first = next(iter(report.failures.values()), None)
+    raise TextGenError(
+        f"{what}: no reply for {len(missing)} item(s) ({', '.join(missing[:5])}"
+        f"{' ...' if len(missing) > 5 else ''}); {report.summary()}"
+        + (f". First error: {first}" if first else "")
+        + f". Nothing was written to '{out}'. The replies received are kept in "
+        f"'{args.cache or out + '.cache.jsonl'}': rerun the same command to request only the "
+        "missing ones, or pass --allow-partial to write what was described."
+    )
+
+
 def cmd_describe_classes(args) -> None:
     from labelless.data.classes import parse_classes
     from labelless.textgen.generate import describe_classes, write_json
@@ -95,11 +121,12 @@ def cmd_describe_classes(args) -> None:
     if not info.is_main:
         return
     missing = [c for c in classes if c not in texts]
+    _refuse_incomplete(args, args.out, "class descriptions", missing, report)
     write_json(args.out, texts)
     _report(report, "class descriptions")
     print(f"wrote {args.out} ({len(texts)} classes)"
           + (f"; no description for {len(missing)}: {', '.join(missing[:5])}" if missing else ""))
-    print(f"use it with: --texts descriptions:path={args.out}")
+    print(f"use it with: --texts descriptions:path={args.out}" + (",missing=template" if missing else ""))
 
 
 def _images(args) -> list[str]:
@@ -116,6 +143,7 @@ def _images(args) -> list[str]:
 
 def cmd_describe_images(args) -> None:
     from labelless.textgen.generate import (
+        _rel,
         describe_groups,
         describe_images,
         plan_groups,
@@ -136,6 +164,8 @@ def cmd_describe_images(args) -> None:
                 workers=args.workers, progress=args.progress,
             )
         if info.is_main:
+            missing = [p for p in paths if _rel(p, root) not in caps]
+            _refuse_incomplete(args, args.out, "image descriptions", missing, report)
             write_json(args.out, caps)
             _report(report, "image descriptions")
             print(f"wrote {args.out} ({len(caps)} of {len(paths)} images)")
@@ -160,6 +190,11 @@ def cmd_describe_images(args) -> None:
                 progress=args.progress,
             )
         if info.is_main:
+            if len(doc["groups"]) < len(groups):
+                done = {(g["class"], tuple(g["images"])) for g in doc["groups"]}
+                missing = [f"group of '{g['class']}' #{i}" for i, g in enumerate(groups)
+                           if (g["class"], tuple(_rel(p, root) for p in g["images"])) not in done]
+                _refuse_incomplete(args, args.groups_out, "group descriptions", missing, report)
             write_json(args.groups_out, doc)
             _report(report, "group descriptions")
             print(f"wrote {args.groups_out} ({len(doc['groups'])} groups)")

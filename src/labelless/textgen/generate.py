@@ -39,6 +39,7 @@ from labelless.textgen.prompts import (
     domain_prompt,
 )
 from labelless.utils.io import atomic_write_json, sha256_file
+from labelless.utils.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,12 @@ class GenerationReport:
     failures: dict[str, str] = field(default_factory=dict)
     cached: int = 0
     requested: int = 0
+    retries: int = 0  # transient failures (429, 5xx, timeouts, bad replies) that were retried
 
     def summary(self) -> str:
         return (f"{len(self.texts)} done ({self.cached} from cache, {self.requested} generated), "
-                f"{len(self.failures)} failed")
+                f"{len(self.failures)} failed, {self.retries} "
+                f"retr{'y' if self.retries == 1 else 'ies'}")
 
 
 def run_requests(
@@ -96,6 +99,7 @@ def run_requests(
 def _run_local(requests, backend, cache: ReplyCache, *, workers: int, progress: bool, desc: str) -> GenerationReport:
     """One process's share of :func:`run_requests`."""
     report = GenerationReport()
+    retries_before = getattr(backend, "retries", 0)
     todo: dict[str, Request] = {}
     for r in requests:  # identical requests (same image content and prompt) run once
         hit = cache.get(r.key)
@@ -132,13 +136,13 @@ def _run_local(requests, backend, cache: ReplyCache, *, workers: int, progress: 
                 try:
                     text = fut.result()
                 except RequestError as e:
-                    cache.put_failure(r.key, str(e))
-                    report.failures[r.key] = str(e)
+                    cache.put_failure(r.key, redact(str(e)))
+                    report.failures[r.key] = redact(str(e))
                     fatal = fatal or e
                 except (TextGenError, OSError, LabellessError) as e:
-                    cache.put_failure(r.key, str(e))
-                    report.failures[r.key] = str(e)
-                    log.warning("request failed for good: %s", e)
+                    cache.put_failure(r.key, redact(str(e)))
+                    report.failures[r.key] = redact(str(e))
+                    log.warning("request failed for good: %s", redact(str(e)))
                 else:
                     cache.put(r.key, text)
                     report.texts[r.key] = text
@@ -147,6 +151,7 @@ def _run_local(requests, backend, cache: ReplyCache, *, workers: int, progress: 
                 bar.set_postfix(failed=len(report.failures))
             fill()
     bar.close()
+    report.retries = getattr(backend, "retries", 0) - retries_before
     if fatal is not None:
         raise fatal
     return report
@@ -184,12 +189,13 @@ def _run_sharded(requests, backend, cache: ReplyCache, ws: int, rank: int, **kw)
         texts = {k: v for k, v in own.done.items() if k in keys}
     parts = distributed.all_gather_object(
         {"texts": texts, "failures": report.failures, "requested": report.requested,
-         "error": None if error is None else f"rank {rank}: {error}"})
+         "retries": report.retries, "error": None if error is None else f"rank {rank}: {redact(str(error))}"})
     merged = GenerationReport()
     for part in parts:
         merged.texts.update(part["texts"])
         merged.failures.update(part["failures"])
         merged.requested += part["requested"]
+        merged.retries += part["retries"]
     merged.cached = sum(1 for k in keys if k in known)
     if distributed.is_main():
         for key, text in merged.texts.items():

@@ -4,7 +4,7 @@ Library modules use ``logging.getLogger(__name__)`` (all under ``labelless.``) a
 ``print``; a Python user sees nothing unless they configure logging (``logging.basicConfig(
 level=logging.INFO)``). The command line calls :func:`setup_cli_logging`: INFO lines (results
 paths, metrics summaries, trainable-parameter reports) go to stdout as plain text, warnings and
-errors to stderr.
+errors to stderr as ``warning: ...`` / ``error: ...`` lines (no source file, no code line).
 """
 
 from __future__ import annotations
@@ -13,6 +13,13 @@ import logging
 import sys
 
 LOGGER_NAME = "labelless"
+
+
+class _Prefixed(logging.Formatter):
+    """``warning: message`` / ``error: message``: how the CLI prints every problem."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
 
 
 class _Below(logging.Filter):
@@ -37,8 +44,9 @@ def setup_cli_logging(level: int = logging.INFO) -> logging.Logger:
     out.addFilter(_Below(logging.WARNING))
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.WARNING)
+    out.setFormatter(logging.Formatter("%(message)s"))
+    err.setFormatter(_Prefixed("%(message)s"))
     for h in (out, err):
-        h.setFormatter(logging.Formatter("%(message)s"))
         h._labelless_cli = True  # type: ignore[attr-defined]
         logger.addHandler(h)
     logger.setLevel(level)

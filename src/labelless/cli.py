@@ -18,6 +18,10 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     g.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
     g.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0)")
+    g.add_argument("--views-on", choices=["auto", "device", "cpu"], default="auto",
+                   help="where crops and augmentations are made: device (batched on --device; the "
+                        "loader only decodes), cpu (PIL in the loader) or auto (device on CUDA, "
+                        "else cpu; default)")
     g.add_argument("--cache-dir", default=None, help="feature cache (default $LABELLESS_CACHE or ~/.cache/labelless)")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
@@ -31,7 +35,7 @@ def _runtime(args):
     cache = None if args.no_cache else (args.cache_dir or str(default_cache_dir()))
     return Runtime(
         device=args.device, batch_size=args.batch_size, num_workers=args.workers,
-        cache_dir=cache, progress=args.progress, seed=args.seed,
+        cache_dir=cache, progress=args.progress, seed=args.seed, views_on=args.views_on,
     )
 
 

@@ -6,7 +6,8 @@ result reshaped back to ``(B, V, d)``.
 
 The cache key covers everything that changes a feature: the backbone fingerprint (architecture,
 weights digest, preprocessing), the view configuration and seed, whether tokens were requested,
-and the identity of every image (path, size, modification time). Features are written in shards,
+the identity of every image (path, size, modification time) and, for views made on the device
+(``views_on="device"``, :mod:`labelless.views.device`), the path. Features are written in shards,
 each atomically, so an interrupted extraction resumes at the first missing shard and a
 half-written file is never read.
 """
@@ -25,6 +26,14 @@ from tqdm.auto import tqdm
 from labelless.utils.io import atomic_save, atomic_write_json, stable_hash
 from labelless.utils.paths import default_cache_dir  # noqa: F401  (re-exported)
 from labelless.views import View, sample_rng
+from labelless.views.device import (
+    DecodedDataset,
+    collate_decoded,
+    device_view,
+    has_device_twin,
+    make_views,
+    resolve_views_on,
+)
 
 CACHE_VERSION = 1
 
@@ -85,7 +94,10 @@ def image_identity(dataset) -> str:
 
 
 def feature_cache_key(backbone, view: View, dataset, seed: int, tokens: bool) -> str:
-    """The cache key of :func:`extract_features` (see the module docstring)."""
+    """The cache key of :func:`extract_features` (see the module docstring).
+
+    A device view's config carries ``views_on: device`` (and the loader's size bound), so the
+    two paths never share an entry; the PIL path's keys are unchanged."""
     return stable_hash(
         {
             "version": CACHE_VERSION,
@@ -105,7 +117,7 @@ def _savez(path: Path, arrays: dict) -> None:
         np.savez(f, **arrays)
 
 
-def _loader(ds: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+def _loader(ds: Dataset, batch_size: int, num_workers: int, collate_fn=None) -> DataLoader:
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -113,6 +125,7 @@ def _loader(ds: Dataset, batch_size: int, num_workers: int) -> DataLoader:
         num_workers=num_workers,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
+        collate_fn=collate_fn,
     )
 
 
@@ -139,14 +152,21 @@ def extract_features(
     shard_size: int = 2048,
     progress: bool = True,
     desc: str | None = None,
+    views_on: str = "cpu",
 ) -> Features:
     """Features of every image of ``dataset`` under ``view`` (cached when ``cache_dir`` is set).
 
     ``dataset`` is an :class:`~labelless.data.folders.ImageDataset`; its transform is ignored.
     The cache trusts ``backbone.fingerprint``: code that changes the weights in place must call
     ``backbone.mark_tuned(changed_params)`` before caching again (or pass ``cache_dir=None``).
+    ``views_on``: ``cpu`` makes the views in the loader with PIL; ``device`` decodes in the
+    loader and makes the views on the backbone's device (:mod:`labelless.views.device`; views
+    without a device twin stay on ``cpu``); ``auto``: ``device`` on CUDA.
     """
     n = len(dataset)
+    views_on = resolve_views_on(views_on, backbone.device)
+    dview = device_view(view, backbone) if views_on == "device" and has_device_twin(view) else None
+    view = dview or view
     labels = torch.as_tensor(list(dataset.labels), dtype=torch.long)
     key = feature_cache_key(backbone, view, dataset, seed, tokens)
     root = Path(cache_dir) / "features" / key if cache_dir is not None else None
@@ -191,14 +211,19 @@ def extract_features(
                 continue
             # Index into the whole data set, so each image's randomness (its crops) is seeded by
             # its own index whatever the shard size or the number of ranks.
-            ds = ViewDataset(dataset, {"v": view}, seed=seed)
+            if dview is not None:
+                ds, collate = DecodedDataset(dataset, {"v": dview}, seed=seed), collate_decoded
+            else:
+                ds, collate = ViewDataset(dataset, {"v": view}, seed=seed), None
             if (start, stop) != (0, n):
                 ds = Subset(ds, range(start, stop))
             e_parts, c_parts = [], []
-            for batch in _loader(ds, batch_size, num_workers):
-                e, c = encode_views(
-                    backbone, batch["views"]["v"].to(device, non_blocking=True), tokens
-                )
+            for batch in _loader(ds, batch_size, num_workers, collate):
+                if dview is not None:
+                    x = make_views(batch, {"v": dview}, device)["v"]  # (B, V, 3, S, S)
+                else:
+                    x = batch["views"]["v"].to(device, non_blocking=True)
+                e, c = encode_views(backbone, x, tokens)
                 e_parts.append(e.float().cpu())
                 if tokens:
                     c_parts.append(c.float().cpu())

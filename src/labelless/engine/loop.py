@@ -410,7 +410,8 @@ class TrainLoop:
             sampler=sampler,
             num_workers=self.num_workers,
             drop_last=False,
-            collate_fn=self.collate_fn,
+            # a data set that batches its own way (views made on the device) says so
+            collate_fn=self.collate_fn or getattr(dataset, "collate_fn", None),
             pin_memory=torch.cuda.is_available(),
             # its own generator: creating the iterator must not consume torch's global RNG,
             # or a resumed run would draw different random numbers than an uninterrupted one

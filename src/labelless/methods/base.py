@@ -40,6 +40,9 @@ class Runtime:
     cache_dir: feature cache root (None: no cache).
     progress: show progress bars.
     seed: the run's seed (crops, sample order, initialisation).
+    views_on: where views are made: ``device`` (the loader decodes, the views are cut batched on
+        ``device``), ``cpu`` (PIL in the loader workers, the reference path) or ``auto``
+        (``device`` on CUDA, else ``cpu``); see :mod:`labelless.views.device`.
     """
 
     device: str = "auto"
@@ -48,10 +51,14 @@ class Runtime:
     cache_dir: str | None = None
     progress: bool = True
     seed: int = 0
+    views_on: str = "auto"
 
     def __post_init__(self):
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        from labelless.views.device import resolve_views_on
+
+        self.views_on = resolve_views_on(self.views_on, self.device)
 
 
 class Classifier:

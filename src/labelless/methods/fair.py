@@ -55,6 +55,7 @@ from labelless.text.encode import encode_texts
 from labelless.tuners import Tuner, build_tuner
 from labelless.utils.io import atomic_save
 from labelless.views import build_view
+from labelless.views.device import DecodedDataset, device_view, materialize
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,8 @@ class FairTrainer:
         self.monitor = monitor
         self.rt = rt
         self.p_bar: torch.Tensor | None = None
+        # {name: DeviceView} when the views are made on the device (build_fair), else None
+        self.device_views: dict | None = None
         self._reset_epoch()
 
     # -- TrainLoop interface ---------------------------------------------------------------
@@ -316,6 +319,7 @@ class FairTrainer:
 
     def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
+        batch = materialize(batch, self.device_views, self.device)  # views made here when on the device
         pl = self.pseudo_labels(batch["views"])
         strong = batch["views"]["strong"][:, 0].to(self.device, non_blocking=True)  # (B, 3, S, S)
         with self._autocast():
@@ -371,7 +375,7 @@ class FairTrainer:
 
         rt = self.rt or Runtime(device=str(self.device))
         return Runtime(device=str(self.device), batch_size=rt.batch_size, num_workers=rt.num_workers,
-                       cache_dir=None, progress=False, seed=rt.seed)
+                       cache_dir=None, progress=False, seed=rt.seed, views_on=rt.views_on)
 
     def _write_pl_table(self, epoch: int) -> None:
         path = self.out_dir / "pseudo_labels.csv"
@@ -437,8 +441,12 @@ def build_fair(ctx: FitContext, cfg: FairConfig) -> tuple[FairTrainer, TrainLoop
     trainer = FairTrainer(backbone, tuner, anchors, cfg, ctx.classnames, fixed, ctx.out_dir,
                           ctx.monitor, ctx.rt)
     views = fair_views(backbone, cfg)
+    if ctx.rt.views_on == "device":  # the loader decodes; training_step makes the views
+        trainer.device_views = {name: device_view(v, backbone) for name, v in views.items()}
 
     def dataset_for_epoch(epoch: int):
+        if trainer.device_views is not None:
+            return DecodedDataset(ctx.train, trainer.device_views, seed=ctx.rt.seed, epoch=epoch)
         return ViewDataset(ctx.train, views, seed=ctx.rt.seed, epoch=epoch)
 
     loop = TrainLoop(trainer, dataset_for_epoch, cfg.optim, ctx.out_dir, seed=ctx.rt.seed,

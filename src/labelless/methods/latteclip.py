@@ -49,6 +49,7 @@ from labelless.scoring.latte import (
 from labelless.text import load_captions
 from labelless.text.encode import encode_texts
 from labelless.views import build_view
+from labelless.views.device import DecodedDataset, device_view, materialize
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class PrototypeTextClassifier(Classifier):
         feats = extract_features(
             backbone, dataset, build_view("global", backbone), seed=rt.seed,
             batch_size=rt.batch_size, num_workers=rt.num_workers, cache_dir=None,
-            progress=rt.progress,
+            progress=rt.progress, views_on=rt.views_on,
         )
         return self.logits_from(feats.embeds[:, 0])
 
@@ -150,7 +151,7 @@ def zero_shot_labels(ctx: FitContext) -> tuple[torch.Tensor, torch.Tensor]:
     feats = extract_features(
         ctx.backbone, ctx.train, build_view("global", ctx.backbone), seed=rt.seed,
         batch_size=rt.batch_size, num_workers=rt.num_workers, cache_dir=rt.cache_dir,
-        progress=rt.progress, desc="zero-shot pseudo-labels",
+        progress=rt.progress, desc="zero-shot pseudo-labels", views_on=rt.views_on,
     )
     classifier = encode_texts(ctx.backbone, ctx.texts).mean_embeddings()  # (C, d)
     logits = 100.0 * feats.embeds[:, 0].to(classifier) @ classifier.T  # (N, C)
@@ -193,6 +194,7 @@ class _Trainer:
         self.max_log_scale = float(np.log(max_logit_scale))
         self.device = self.backbone.device
         self.epoch = 0
+        self.device_views: dict | None = None  # set by train_dataset when views are made here
 
     def named_trainable(self):
         return [(n, p) for n, p in self.backbone.model.named_parameters() if p.requires_grad]
@@ -216,7 +218,17 @@ class _Trainer:
         emb = F.normalize(self.backbone.encode_tokens(tok), dim=-1)
         return emb, {s: i for i, s in enumerate(unique)}
 
+    def train_dataset(self, crop_scale, seed: int, epoch: int):
+        """The training images under :class:`ResizedCropView` (made on the device when the run
+        says ``views_on=device``: the loader only decodes, :meth:`images` cuts the views)."""
+        view = ResizedCropView(self.backbone, crop_scale)
+        if self.ctx.rt.views_on == "device":
+            self.device_views = {"train": device_view(view, self.backbone)}
+            return DecodedDataset(self.ctx.train, self.device_views, seed=seed, epoch=epoch)
+        return ViewDataset(self.ctx.train, {"train": view}, seed=seed, epoch=epoch)
+
     def images(self, batch) -> torch.Tensor:
+        batch = materialize(batch, self.device_views, self.device)
         x = batch["views"]["train"][:, 0].to(self.device)  # (B, 3, S, S)
         return self.backbone.encode_image(x).embeds  # (B, d)
 
@@ -319,8 +331,7 @@ class LatteTrainer(_Trainer):
     def dataset_for_epoch(self, epoch: int):
         self.epoch = epoch
         self.mixer_bank = self.bank.clone()
-        view = ResizedCropView(self.backbone, self.cfg.crop_scale)
-        return ViewDataset(self.ctx.train, {"train": view}, seed=self.seed, epoch=epoch)
+        return self.train_dataset(self.cfg.crop_scale, self.seed, epoch)
 
     def state_dict(self):
         return {"bank": self.bank.cpu(), "mixer_bank": self.mixer_bank.cpu()}
@@ -523,8 +534,7 @@ class FlypTrainer(_Trainer):
 
     def dataset_for_epoch(self, epoch: int):
         self.epoch = epoch
-        view = ResizedCropView(self.backbone, self.cfg.crop_scale)
-        return ViewDataset(self.ctx.train, {"train": view}, seed=self.seed, epoch=epoch)
+        return self.train_dataset(self.cfg.crop_scale, self.seed, epoch)
 
     def on_epoch_end(self, epoch: int) -> dict:
         row = {"pl_acc": 100.0 * self._correct / self._count} if self._count else {}

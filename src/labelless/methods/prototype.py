@@ -82,6 +82,7 @@ class PrototypeClassifier(Classifier):
         feats = extract_features(
             backbone, dataset, build_view("global", backbone), seed=rt.seed,
             batch_size=rt.batch_size, num_workers=rt.num_workers, cache_dir=cache, progress=rt.progress,
+            views_on=rt.views_on,
         )
         return self.logits_from(feats.embeds[:, 0].float())
 

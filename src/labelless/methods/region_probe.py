@@ -201,7 +201,7 @@ def extract_region_features(
 ) -> RegionFeatures:
     """Global + region features of ``dataset`` (cached on disk when ``rt.cache_dir`` is set)."""
     common = dict(seed=rt.seed, batch_size=rt.batch_size, num_workers=rt.num_workers,
-                  cache_dir=rt.cache_dir, progress=rt.progress)
+                  cache_dir=rt.cache_dir, progress=rt.progress, views_on=rt.views_on)
     g = extract_features(backbone, dataset, build_view("global", backbone), **common)
     view = region_view(backbone, cfg, sam_model, sam_processor)
     if cfg.regions == "sam":

@@ -64,7 +64,7 @@ class ZeroShotClassifier(Classifier):
     def image_features(self, backbone, dataset, rt: Runtime) -> ImageFeat:
         cfg = self.cfg
         common = dict(seed=rt.seed, batch_size=rt.batch_size, num_workers=rt.num_workers,
-                      cache_dir=rt.cache_dir, progress=rt.progress)
+                      cache_dir=rt.cache_dir, progress=rt.progress, views_on=rt.views_on)
         g = extract_features(backbone, dataset, build_view("global", backbone), **common)
         crops = None
         if cfg.scorer == "wca":

@@ -186,6 +186,21 @@ def cmd_aggregate(args) -> None:
         plot_bars(means, out / "results.png", title="top-1 accuracy", ylabel="top-1 accuracy (%)")
     print(md_path.read_text())
     print(f"wrote {csv_path}, {md_path}")
+    if any(r.get("top1") is not None and r.get("est_top1") is not None for r in rows):
+        # labels and label-free estimates side by side: how good is the estimate here?
+        from labelless.eval.estimate_check import estimate_markdown, estimate_rows
+        from labelless.utils.io import atomic_write_text
+
+        est_md = atomic_write_text(out / "estimate.md", estimate_markdown(estimate_rows(args.runs)))
+        print(est_md.read_text())
+        print(f"wrote {est_md}")
+
+
+def cmd_report(args) -> None:
+    from labelless.report import build_report
+
+    path = build_report(args.runs, args.out, per_class=args.per_class, thumb_size=args.thumb_size)
+    print(f"report: {path}")
 
 
 def cmd_demo(args) -> None:
@@ -262,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("runs", help="folder searched recursively for results.json")
     ag.add_argument("--out", help="where to write the tables (default: the runs folder)")
     ag.set_defaults(func=cmd_aggregate)
+
+    rp = sub.add_parser("report", help="a static HTML page of one or several runs (galleries, diagnostics)")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (with results.json and predictions.csv)")
+    rp.add_argument("--out", help="folder for report.html and its images (default: RUN_DIR/report, "
+                                  "or <common parent>/report for several runs)")
+    rp.add_argument("--per-class", type=int, default=4,
+                    help="most confident and borderline images shown per class and run (default 4 each)")
+    rp.add_argument("--thumb-size", type=int, default=112, help="thumbnail side in pixels (default 112)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

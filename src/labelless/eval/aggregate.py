@@ -30,6 +30,7 @@ COLUMNS = (
     "split",
     "seed",
     "top1",
+    "est_top1",
     "top5",
     "mean_per_class",
     "wall_s",
@@ -62,6 +63,7 @@ def _num(x: Any) -> float | None:
 
 def _row(record: dict[str, Any], path: Path, root: Path) -> dict[str, Any]:
     metrics = record.get("metrics") or {}
+    label_free = record.get("label_free") or {}
     resources = record.get("resources") or {}
     git = (record.get("provenance") or {}).get("git") or {}
     data = record.get("data")
@@ -79,6 +81,7 @@ def _row(record: dict[str, Any], path: Path, root: Path) -> dict[str, Any]:
         "split": split,
         "seed": record.get("seed"),
         "top1": _num(metrics.get("top1")),
+        "est_top1": _num(label_free.get("estimated_top1")),
         "top5": _num(metrics.get("top5")),
         "mean_per_class": _num(metrics.get("mean_per_class")),
         "wall_s": _num(resources.get("wall_s")),
@@ -138,17 +141,26 @@ def markdown_table(
     rows: Sequence[dict[str, Any]],
     group_by: Sequence[str] = ("method", "dataset", "split", "backbone"),
 ) -> str:
-    """Markdown table of mean ± sample std over runs (seeds) per ``group_by`` group."""
+    """Markdown table of mean ± sample std over runs (seeds) per ``group_by`` group.
+
+    The label-free estimate of top-1 (``est_top1``) gets a column beside top-1 when any run has
+    one.
+    """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(tuple(r.get(k) for k in group_by), []).append(r)
-    header = [*group_by, "seeds", "top-1 (%)", "top-5 (%)", "mean/class (%)", "wall (s)"]
+    metric_cols = list(_METRIC_COLUMNS)
+    metric_names = ["top-1 (%)", "top-5 (%)", "mean/class (%)"]
+    if any(r.get("est_top1") is not None for r in rows):
+        metric_cols.insert(1, "est_top1")
+        metric_names.insert(1, "est. top-1, no labels (%)")
+    header = [*group_by, "seeds", *metric_names, "wall (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for key in sorted(groups, key=lambda k: tuple(str(x) for x in k)):
         members = groups[key]
         cells = ["" if v is None else str(v) for v in key]
         cells.append(str(len(members)))
-        for col in _METRIC_COLUMNS:
+        for col in metric_cols:
             cells.append(_mean_std([m.get(col) for m in members]))
         walls = [m["wall_s"] for m in members if m.get("wall_s") is not None]
         cells.append(f"{statistics.fmean(walls):.1f}" if walls else "n/a")

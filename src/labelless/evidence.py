@@ -55,13 +55,13 @@ def record_evidence(
     ref_logits: torch.Tensor | None,
     classnames: Sequence[str],
     history: Sequence[dict] | None = None,
-    predicted_on: str = "eval",
+    predicted_on: str = "data",
 ) -> dict[str, Any]:
     """Write ``<out_dir>/predictions.csv`` (when ``out_dir`` is given) and return ``label_free``.
 
     logits ``(N, C)``: the run's classifier on ``dataset``; ref_logits ``(N, C)``: the zero-shot
-    reference's (:func:`zeroshot_reference`) or None; predicted_on: ``eval`` or ``train`` (which
-    data set the predictions are of, recorded beside the diagnostics).
+    reference's (:func:`zeroshot_reference`) or None; predicted_on: ``data`` (the adaptation
+    images) or ``eval_data`` (a separate evaluation set), recorded beside the diagnostics.
     """
     probs = logits.float().softmax(dim=-1).cpu()
     ref = ref_logits.float().softmax(dim=-1).cpu() if ref_logits is not None else None

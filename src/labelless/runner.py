@@ -198,8 +198,9 @@ def run(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
                 logits = fit.classifier.predict(backbone, train, rt).float().cpu()
         if not main:
             return {"results_path": None, "out_dir": str(out), "metrics": metrics, "fit": fit}
+        # predicted_on names the RunConfig field, never whether labels exist (label-free)
         label_free = record_evidence(out, predict_ds, logits, ref_logits, classnames, fit.history,
-                                     predicted_on="eval" if eval_ds is not None else "train")
+                                     predicted_on="eval_data" if cfg.eval_data else "data")
     if metrics is not None:
         print(f"[{cfg.method}] {metrics.summary()}")
     extra = {"train_data": data_info(cfg.data, train), "history": fit.history, **fit.info,

@@ -83,7 +83,7 @@ def _summary(run: ReportRun) -> dict[str, Any]:
         ("method", rec.get("method")),
         ("backbone", backbone.get("name") or backbone.get("spec")),
         ("data", data.get("spec") or data.get("name")),
-        ("predicted images", f"{lf.get('n')} ({'evaluation set' if lf.get('predicted_on') == 'eval' else 'adaptation images'})"),
+        ("predicted images", f"{lf.get('n')} ({'evaluation set' if lf.get('predicted_on') == 'eval_data' else 'adaptation images'})"),
         ("seed", rec.get("seed")),
         ("top-1 (labels)", _fmt(m.get("top1"), 1, "%")),
         ("estimated top-1 (no labels)", _fmt(lf.get("estimated_top1"), 1, "%")),

@@ -1,0 +1,127 @@
+"""Label-free diagnostics: the pure functions on hand-made predictions, the pseudo-label flip
+tracker, and the property that matters: a run's ``label_free`` record is the same whether its
+images have labels or not (every label replaced by -1)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from labelless.cli import main
+from labelless.engine.pseudo import FlipTracker
+from labelless.eval.label_free import (
+    agreement,
+    class_balance,
+    confidence_summary,
+    label_free_diagnostics,
+    pseudo_label_flips,
+)
+
+TINY = "openclip:labelless-tiny:random"
+
+
+def test_class_balance_of_even_and_collapsed_predictions():
+    even = class_balance(torch.tensor([0, 1, 2, 3] * 5), 4)
+    assert even["counts"] == [5, 5, 5, 5]
+    assert even["entropy"] == pytest.approx(1.0)
+    assert even["max_share"] == even["min_share"] == pytest.approx(25.0)
+    collapsed = class_balance(torch.tensor([2] * 9 + [0]), 4)
+    assert collapsed["counts"] == [1, 0, 9, 0]
+    assert collapsed["classes_used"] == 2
+    # -(0.9 ln 0.9 + 0.1 ln 0.1) / ln 4
+    assert collapsed["entropy"] == pytest.approx(0.3251 / math.log(4), abs=1e-3)
+    assert collapsed["max_share"] == pytest.approx(90.0)
+    assert collapsed["min_share"] == 0.0
+
+
+def test_confidence_summary_histogram_and_quantiles():
+    conf = torch.tensor([0.05, 0.15, 0.15, 0.55, 0.95, 1.0])
+    s = confidence_summary(conf)
+    assert s["mean"] == pytest.approx(2.85 / 6)
+    assert s["histogram"]["counts"] == [1, 2, 0, 0, 0, 1, 0, 0, 0, 2]  # 1.0 lands in the last bin
+    assert len(s["histogram"]["edges"]) == 11
+    assert s["quantiles"]["50"] == pytest.approx(0.35)
+
+
+def test_agreement_flow_counts_the_changes():
+    names = ["a", "b", "c"]
+    ref = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    new = torch.tensor([0, 1, 1, 1, 2, 2, 0, 1])
+    a = agreement(new, ref, names)
+    assert a["n_changed"] == 5
+    assert a["changed"] == pytest.approx(62.5)
+    assert a["agree"] == pytest.approx(37.5)
+    assert a["flow"][0] == {"from": "a", "to": "b", "n": 2}
+    assert sorted((f["from"], f["to"], f["n"]) for f in a["flow"][1:]) == [("b", "c", 1), ("c", "a", 1), ("c", "b", 1)]
+    assert a["flow_pairs"] == 4
+
+
+def test_flip_tracker_counts_changes_between_epochs():
+    t = FlipTracker(6)
+    t.update(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1]))
+    t.update(torch.tensor([3, 4, 5]), torch.tensor([2, 2, 0]))
+    assert t.epoch_end() == {}  # nothing to compare with yet
+    t.update(torch.tensor([5, 4, 3]), torch.tensor([0, 1, 2]))  # sample 4 flips
+    t.update(torch.tensor([2, 1, 0]), torch.tensor([2, 1, 0]))  # sample 2 flips
+    row = t.epoch_end()
+    assert row == {"pl_flips": 2, "pl_flip_rate": pytest.approx(100 * 2 / 6)}
+    state = t.state_dict()
+    resumed = FlipTracker(6)
+    resumed.load_state_dict(state)
+    resumed.update(torch.arange(6), torch.tensor([0, 1, 2, 2, 1, 0]))
+    assert resumed.epoch_end()["pl_flips"] == 0
+    assert pseudo_label_flips([{"epoch": 1}, {"epoch": 2, "pl_flips": 3, "pl_flip_rate": 50.0}]) == [
+        {"epoch": 2, "flips": 3, "rate": 50.0}]
+    assert pseudo_label_flips([{"epoch": 1, "loss": 0.3}]) is None
+
+
+def test_diagnostics_shapes_are_checked():
+    with pytest.raises(ValueError, match="probs must be"):
+        label_free_diagnostics(torch.rand(4, 3), None, ["a", "b"])
+
+
+# -- the run: labels never reach label_free ------------------------------------------------------
+
+def _csv(path: Path, folder: Path, labelled: bool) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label"])
+        for img in sorted(folder.rglob("*.png")):
+            w.writerow([str(img), img.parent.name if labelled else ""])
+    return path
+
+
+FAST = {
+    "zeroshot": [],
+    "fair": ["--set", "optim.epochs=2", "--set", "optim.batch_size=6", "--set", "n_crops=2", "--set", "k=1"],
+}
+
+
+@pytest.mark.parametrize("method", ["zeroshot", "fair"])
+def test_label_free_is_unchanged_when_every_label_is_unknown(capsys, tmp_path, colour_folder, method):
+    records = {}
+    for labelled in (True, False):
+        data = _csv(tmp_path / f"data-{labelled}.csv", colour_folder, labelled)
+        out = tmp_path / f"run-{labelled}"
+        args = ["adapt", "--method", method] if method != "zeroshot" else ["zeroshot"]
+        rc = main([*args, "--model", TINY, "--data", f"csv:path={data}", "--classes", "red,green,blue",
+                   "--out", str(out), "--no-progress", "--no-cache", *FAST[method]])
+        _, err = capsys.readouterr()
+        assert rc == 0, err
+        records[labelled] = json.loads((out / "results.json").read_text())
+        rows = list(csv.DictReader(open(out / "predictions.csv")))
+        assert len(rows) == 18 and all(r["predicted"] in ("red", "green", "blue") for r in rows)
+        assert all((r["label"] != "") == labelled for r in rows)
+    with_labels, without = records[True], records[False]
+    assert with_labels["metrics"]["top1"] is not None and without["metrics"] is None
+    lf = with_labels["label_free"]
+    assert lf["estimated_top1"] is not None and 0 <= lf["estimated_top1"] <= 100
+    assert set(lf["estimates"]) >= {lf["estimator"]}
+    assert lf == without["label_free"]
+    if method == "fair":  # FAIR relabels every epoch: its flips are part of the record
+        assert lf["pseudo_label_flips"] and lf["pseudo_label_flips"][0]["epoch"] == 2

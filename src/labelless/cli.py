@@ -156,7 +156,7 @@ def cmd_list(args) -> None:
     reg = {
         "methods": registry.METHODS, "datasets": registry.DATASETS, "scorers": registry.SCORERS,
         "views": registry.VIEWS, "tuners": registry.TUNERS, "texts": registry.TEXT_SOURCES,
-        "classifiers": registry.CLASSIFIERS,
+        "classifiers": registry.CLASSIFIERS, "estimators": registry.ESTIMATORS,
     }[args.what]
     width = max((len(n) for n in reg.names()), default=0)
     for name in reg.names():
@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     ls = sub.add_parser("list", help="show what is registered")
-    ls.add_argument("what", choices=["backbones", "methods", "datasets", "scorers", "views", "tuners", "texts", "classifiers"])
+    ls.add_argument("what", choices=["backbones", "methods", "datasets", "scorers", "views", "tuners", "texts",
+                                     "classifiers", "estimators"])
     ls.add_argument("filter", nargs="?", help="substring filter (backbones)")
     ls.add_argument("-v", "--verbose", action="store_true", help="methods: show their settings")
     ls.set_defaults(func=cmd_list)

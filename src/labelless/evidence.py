@@ -20,7 +20,7 @@ import torch
 from labelless.eval.label_free import label_free_diagnostics
 from labelless.eval.predictions import PREDICTIONS_FILENAME, write_predictions
 
-__all__ = ["REFERENCE", "record_evidence", "zeroshot_reference"]
+__all__ = ["REFERENCE", "artifact_reference", "record_evidence", "zeroshot_reference"]
 
 #: how the zero-shot reference classifies, as recorded in ``label_free.reference``
 REFERENCE = ("zero-shot: cosine to the mean embedding of each class's texts (--texts), "
@@ -46,6 +46,34 @@ def zeroshot_reference(backbone, dataset, classnames: Sequence[str], texts: dict
                              ClassTextFeat(feat.embeds, feat.mask, None))
     with torch.no_grad():
         return clf.predict(backbone, dataset, rt).float().cpu()
+
+
+def artifact_reference(classifier_dir: str | Path, backbone, dataset, classnames: Sequence[str], rt) -> torch.Tensor | None:
+    """The zero-shot reference of a saved classifier's run, on ``dataset`` (for ``labelless eval``).
+
+    The class texts come from the run config stored in the artifact; an adapted backbone is
+    reloaded from its spec so the reference sees the weights before adaptation. Returns None
+    (with a warning) when the texts cannot be rebuilt, e.g. a description file that moved.
+    """
+    import json
+    import warnings
+
+    from labelless.backbones import load_backbone
+    from labelless.errors import LabellessError
+    from labelless.text import build_texts
+
+    try:
+        meta = json.loads((Path(classifier_dir) / "artifact.json").read_text(encoding="utf-8"))
+        spec = ((meta.get("run_config") or {}).get("run") or {}).get("texts") or "templates:name=clip"
+        texts = build_texts(spec, list(classnames))
+    except (OSError, ValueError, LabellessError) as e:
+        warnings.warn(f"no zero-shot reference for '{classifier_dir}' (class texts: {e}); "
+                      "label_free has no agreement or reference-based estimate", stacklevel=2)
+        return None
+    base = backbone
+    if backbone.fingerprint != backbone.base_fingerprint:  # adapted weights: the base model again
+        base = load_backbone(backbone.spec, device=str(backbone.device))
+    return zeroshot_reference(base, dataset, classnames, texts, rt)
 
 
 def record_evidence(

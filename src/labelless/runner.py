@@ -24,7 +24,7 @@ from labelless.data.classes import parse_classes
 from labelless.engine import distributed
 from labelless.errors import ConfigError, LabellessError
 from labelless.eval import RunRecorder, classification_metrics, plot_confusion, write_results
-from labelless.evidence import record_evidence, zeroshot_reference
+from labelless.evidence import artifact_reference, record_evidence, zeroshot_reference
 from labelless.methods.base import Classifier, FitContext, Runtime, load_classifier
 from labelless.registry import METHODS
 from labelless.text import build_texts
@@ -228,11 +228,14 @@ def eval_artifact(classifier_dir: str, data: str, rt: Runtime, out: str | None =
             raise LabellessError(f"data set '{data}' has no labels: `labelless eval` needs a labelled set")
         out_dir = Path(out) if out else Path(classifier_dir).parent / f"eval-{_slug(data.split(':', 1)[0])}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        _, metrics = evaluate(clf, backbone, ds, rt, out_dir)
+        logits, metrics = evaluate(clf, backbone, ds, rt, out_dir)
+        ref_logits = artifact_reference(classifier_dir, backbone, ds, clf.classnames, rt)
+        label_free = record_evidence(out_dir, ds, logits, ref_logits, clf.classnames, predicted_on="eval_data")
     print(metrics.summary())
     path = write_results(
         out_dir, method=f"eval:{clf.kind}", backbone=backbone_info(backbone), data=data_info(data, ds),
         seed=rt.seed, metrics=metrics, config={"classifier": str(classifier_dir)}, recorder=rec,
+        label_free=label_free,
     )
     print(f"results: {path}")
     return {"results_path": str(path), "metrics": metrics}

@@ -1,92 +1,141 @@
-"""Label-free accuracy estimators (draft: candidates under evaluation)."""
+"""Label-free accuracy estimators: top-1 from class probabilities alone.
+
+Each estimator is a pure function ``(probs, ref) -> top-1 in % (or None)`` of
+
+* ``probs`` ``(N, C)``: the run's class probabilities on its N images (softmax of its logits);
+* ``ref`` ``(N, C)``: the zero-shot reference's on the same images (the same backbone before
+  adaptation, scoring the mean embedding of each class's texts at the backbone's learned logit
+  scale), or None.
+
+These are all a user has on an unlabeled folder. Every estimator registered in
+:data:`ESTIMATORS` is recorded in ``results.json`` (``label_free.estimates``);
+:data:`DEFAULT_ESTIMATOR` is the one behind ``label_free.estimated_top1``. The choice and the
+assumptions behind each are in ``docs/label-free-evaluation.md``; ``labelless aggregate`` measures
+every recorded estimator wherever labels exist.
+"""
 
 from __future__ import annotations
 
 import torch
 
-DEFAULT_ESTIMATOR = "ac"
+from labelless.registry import ESTIMATORS
+
+__all__ = ["DEFAULT_ESTIMATOR", "all_estimates"]
+
+DEFAULT_ESTIMATOR = "zs_posterior"
 
 
-def _pred(p):
-    return p.argmax(dim=1)
+def _check(probs: torch.Tensor, ref: torch.Tensor | None) -> None:
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be (N, C), got {tuple(probs.shape)}")
+    if ref is not None and ref.shape != probs.shape:
+        raise ValueError(f"ref {tuple(ref.shape)} must match probs {tuple(probs.shape)}")
 
 
-def ac(probs, ref=None):
-    return 100.0 * float(probs.max(dim=1).values.mean())
+@ESTIMATORS.register("ac")
+def average_confidence(probs: torch.Tensor, ref: torch.Tensor | None = None) -> float | None:
+    """Average max-softmax confidence of the run (Hendrycks & Gimpel 2017; ATC's baseline).
 
-
-def zeroshot_posterior(probs, ref):
-    if ref is None:
+    ``mean_i max_k probs[i, k]``. Exact when the run's classifier is calibrated; it inherits the
+    classifier's temperature (a zero-shot classifier at logit scale 100, or a self-trained one,
+    is over-confident and over-estimates).
+    """
+    _check(probs, ref)
+    if probs.shape[0] == 0:
         return None
-    y = _pred(probs)
-    return 100.0 * float(ref.gather(1, y[:, None]).mean())
+    return 100.0 * float(probs.max(dim=1).values.double().mean())
 
 
-def ensemble_posterior(probs, ref):
-    if ref is None:
+@ESTIMATORS.register("zs_posterior")
+def zeroshot_posterior(probs: torch.Tensor, ref: torch.Tensor | None) -> float | None:
+    """The zero-shot model's probability that the run's prediction is right, averaged.
+
+    ``mean_i ref[i, argmax_k probs[i, k]]``: the expected accuracy of the run's predictions if
+    the zero-shot posterior were the truth. Uses only the run's argmax (blind to its
+    temperature). Exact when the zero-shot reference is calibrated and the run's changes carry
+    no information the reference lacks; it under-credits an adaptation that fixes zero-shot
+    mistakes and inherits the reference's over-confidence.
+    """
+    _check(probs, ref)
+    if ref is None or probs.shape[0] == 0:
         return None
-    y = _pred(probs)
-    q = 0.5 * (probs + ref)
-    return 100.0 * float(q.gather(1, y[:, None]).mean())
+    pred = probs.argmax(dim=1, keepdim=True)  # (N, 1)
+    return 100.0 * float(ref.gather(1, pred).double().mean())
 
 
-def atc_zs(probs, ref, frac=0.25):
-    if ref is None:
+@ESTIMATORS.register("ensemble_posterior")
+def ensemble_posterior(probs: torch.Tensor, ref: torch.Tensor | None) -> float | None:
+    """The averaged posterior ``(probs + ref) / 2`` of the run's prediction, averaged.
+
+    ``mean_i (probs + ref)[i, argmax_k probs[i, k]] / 2``: exact when the two-model ensemble is
+    calibrated (the assumption behind disagreement-based estimators, Jiang et al. ICLR 2022). It
+    sits between ``ac`` (too high for an over-confident run) and ``zs_posterior`` (too low for a
+    run that fixes zero-shot mistakes).
+    """
+    _check(probs, ref)
+    if ref is None or probs.shape[0] == 0:
         return None
-    n = probs.shape[0]
-    k = max(1, int(round(frac * n)))
-    zc = ref.max(dim=1).values
-    S = torch.argsort(zc, descending=True)[:k]
-    y = _pred(probs)
-    acc_s = float(ref[S].gather(1, y[S][:, None]).mean())
-    conf = probs.max(dim=1).values
-    t = torch.quantile(conf[S], 1 - acc_s)
+    pred = probs.argmax(dim=1, keepdim=True)
+    return 100.0 * float(((probs.gather(1, pred) + ref.gather(1, pred)) / 2).double().mean())
+
+
+@ESTIMATORS.register("atc_agree")
+def atc_agreement(probs: torch.Tensor, ref: torch.Tensor | None) -> float | None:
+    """ATC (Garg et al. ICLR 2022) with the images where run and zero-shot agree as its source.
+
+    ATC fits a threshold ``t`` on the run's confidence so that, on labelled source data, the
+    share of images above ``t`` equals the accuracy, then reports the share above ``t`` on the
+    target. Without labels, the source is the agreement set ``S = {i: argmax probs = argmax
+    ref}`` and its accuracy is the zero-shot posterior ``mean_{i in S} ref[i, pred_i]`` (on S
+    both models say the same, so the reference's calibration vouches for the run). The
+    threshold is on the run's own confidence scale, so the run's temperature does not matter.
+    """
+    _check(probs, ref)
+    if ref is None or probs.shape[0] == 0:
+        return None
+    conf, pred = probs.double().max(dim=1)
+    agree = pred == ref.argmax(dim=1)
+    if not bool(agree.any()):
+        return 0.0
+    acc_s = float(ref.double().gather(1, pred[:, None]).squeeze(1)[agree].mean())
+    # the (1 - acc_s) quantile of the source confidences: a share acc_s of S lies above it
+    t = torch.quantile(conf[agree], min(max(1.0 - acc_s, 0.0), 1.0))
     return 100.0 * float((conf >= t).double().mean())
 
 
-def atc_self(probs, ref):
-    """ATC with threshold fitted so that the zero-shot model's own ATC equals its AC, applied to
-    the score scale of probs (wrong across models, a probe)."""
-    if ref is None:
-        return None
-    zc = ref.max(dim=1).values
-    t = torch.quantile(zc, 1 - float(zc.mean()))
-    conf = probs.max(dim=1).values
-    return 100.0 * float((conf >= t).double().mean())
+@ESTIMATORS.register("cot")
+def confidence_optimal_transport(
+    probs: torch.Tensor, ref: torch.Tensor | None = None, eps: float = 0.01, iters: int = 200,
+    max_n: int = 20_000,
+) -> float | None:
+    """COT (Lu et al. NeurIPS 2023) with a uniform class prior.
 
-
-def cot(probs, ref=None, iters=300, eps=0.01, max_n=20000):
+    ``1 - W(probs, uniform one-hot labels)`` with the cost ``1 - probs[i, k]`` of giving image
+    i the label k: like ``ac``, but the labels must be spread evenly over the classes, so a run
+    that piles its predictions onto a few classes is charged for it. Entropic transport
+    (Sinkhorn, ``eps``) on at most ``max_n`` images (a fixed random subset above that).
+    Assumes balanced classes; inherits the run's temperature.
+    """
+    _check(probs, ref)
     n, C = probs.shape
-    p = probs
+    if n == 0:
+        return None
+    p = probs.double()
     if n > max_n:
-        g = torch.Generator().manual_seed(0)
-        p = p[torch.randperm(n, generator=g)[:max_n]]
+        p = p[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_n]]
         n = max_n
     cost = 1.0 - p  # (n, C)
-    a = torch.full((n,), 1.0 / n, dtype=p.dtype)
-    b = torch.full((C,), 1.0 / C, dtype=p.dtype)
-    logK = -cost / eps
-    f = torch.zeros(n, dtype=p.dtype)
-    g_ = torch.zeros(C, dtype=p.dtype)
+    log_a = torch.full((n,), -torch.log(torch.tensor(float(n))).item(), dtype=p.dtype)
+    log_b = torch.full((C,), -torch.log(torch.tensor(float(C))).item(), dtype=p.dtype)
+    f = torch.zeros(n, dtype=p.dtype)  # (n,) dual potentials
+    g = torch.zeros(C, dtype=p.dtype)  # (C,)
     for _ in range(iters):
-        f = eps * (a.log() - torch.logsumexp((g_[None, :] + eps * logK) / eps, dim=1))
-        g_ = eps * (b.log() - torch.logsumexp((f[:, None] + eps * logK) / eps, dim=0))
-    plan = torch.exp((f[:, None] + g_[None, :] - cost) / eps)
+        f = eps * (log_a - torch.logsumexp((g[None, :] - cost) / eps, dim=1))
+        g = eps * (log_b - torch.logsumexp((f[:, None] - cost) / eps, dim=0))
+    plan = torch.exp((f[:, None] + g[None, :] - cost) / eps)  # (n, C), sums to 1
     return 100.0 * (1.0 - float((plan * cost).sum()))
 
 
-CANDIDATES = {
-    "ac": ac,
-    "zeroshot_posterior": zeroshot_posterior,
-    "ensemble_posterior": ensemble_posterior,
-    "atc_zs": atc_zs,
-    "atc_self": atc_self,
-    "cot": cot,
-}
-
-
-def all_estimates(probs, ref):
-    out = {}
-    for k, fn in CANDIDATES.items():
-        out[k] = fn(probs, ref)
-    return out
+def all_estimates(probs: torch.Tensor, ref: torch.Tensor | None) -> dict[str, float | None]:
+    """Every registered estimator on ``probs`` ``(N, C)`` and ``ref`` ``(N, C)`` or None."""
+    return {name: fn(probs, ref) for name, fn in ESTIMATORS.items()}

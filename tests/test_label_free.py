@@ -125,3 +125,49 @@ def test_label_free_is_unchanged_when_every_label_is_unknown(capsys, tmp_path, c
     assert lf == without["label_free"]
     if method == "fair":  # FAIR relabels every epoch: its flips are part of the record
         assert lf["pseudo_label_flips"] and lf["pseudo_label_flips"][0]["epoch"] == 2
+
+
+# -- estimators on cases worked out by hand -----------------------------------------------------
+
+def test_average_confidence_and_zeroshot_posterior():
+    from labelless.eval.estimators import average_confidence, zeroshot_posterior
+
+    probs = torch.tensor([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])
+    ref = torch.tensor([[0.9, 0.1], [0.5, 0.5], [0.3, 0.7]])
+    assert average_confidence(probs) == pytest.approx(100 * (0.7 + 0.8 + 0.6) / 3)
+    # the run predicts 0, 1, 0: the reference gives those 0.9, 0.5, 0.3
+    assert zeroshot_posterior(probs, ref) == pytest.approx(100 * (0.9 + 0.5 + 0.3) / 3)
+    assert zeroshot_posterior(probs, None) is None
+
+
+def test_prior_matching_solved_by_hand():
+    from labelless.eval.estimators import prior_matched, zeroshot_balanced
+
+    # q = p * (1, v) per row, renormalised, columns summing to 1 each (uniform prior, N = 2):
+    # 0.9/(0.9+0.1v) + 0.6/(0.6+0.4v) = 1  <=>  0.04 v^2 = 0.54  <=>  v = sqrt(13.5)
+    ref = torch.tensor([[0.9, 0.1], [0.6, 0.4]])
+    v = math.sqrt(13.5)
+    q = prior_matched(ref)
+    assert q[0, 0].item() == pytest.approx(0.9 / (0.9 + 0.1 * v), abs=1e-6)
+    assert q[1, 0].item() == pytest.approx(0.6 / (0.6 + 0.4 * v), abs=1e-6)
+    assert q.sum(dim=0).tolist() == pytest.approx([1.0, 1.0], abs=1e-6)
+    both_zero = torch.tensor([[0.8, 0.2], [0.7, 0.3]])  # a run predicting class 0 twice
+    assert zeroshot_balanced(both_zero, ref) == pytest.approx(50.0, abs=1e-4)
+    split = torch.tensor([[0.8, 0.2], [0.3, 0.7]])  # 0 then 1: both get 0.9/(0.9+0.1v)
+    assert zeroshot_balanced(split, ref) == pytest.approx(100 * 0.9 / (0.9 + 0.1 * v), abs=1e-4)
+    # a reference whose mass is already spread evenly is left as it is
+    even = torch.tensor([[0.7, 0.3], [0.3, 0.7]])
+    assert prior_matched(even).flatten().tolist() == pytest.approx(even.flatten().tolist(), abs=1e-6)
+
+
+def test_atc_balanced_and_cot():
+    from labelless.eval.estimators import atc_balanced, confidence_optimal_transport
+
+    # COT: balanced one-hot predictions are all right; all on one of 2 classes, half are
+    assert confidence_optimal_transport(torch.eye(2).repeat(3, 1)) == pytest.approx(100.0, abs=0.5)
+    assert confidence_optimal_transport(torch.tensor([[1.0, 0.0]] * 4)) == pytest.approx(50.0, abs=0.5)
+    # ATC: agreement set = images 0-3 with source accuracy 0.75 (an even reference: q = ref)
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.35, 0.65], [0.95, 0.05]])
+    ref = torch.tensor([[0.75, 0.25], [0.75, 0.25], [0.25, 0.75], [0.25, 0.75], [0.75, 0.25], [0.25, 0.75]])
+    # S confidences 0.9, 0.8, 0.7, 0.6; the 25% quantile is 0.675; images >= 0.675: 0, 1, 2, 5
+    assert atc_balanced(probs, ref) == pytest.approx(100 * 4 / 6)

@@ -20,9 +20,9 @@ import torch
 
 from labelless.registry import ESTIMATORS
 
-__all__ = ["DEFAULT_ESTIMATOR", "all_estimates"]
+__all__ = ["DEFAULT_ESTIMATOR", "all_estimates", "prior_matched"]
 
-DEFAULT_ESTIMATOR = "zs_posterior"
+DEFAULT_ESTIMATOR = "zs_balanced"
 
 
 def _check(probs: torch.Tensor, ref: torch.Tensor | None) -> None:
@@ -79,16 +79,61 @@ def ensemble_posterior(probs: torch.Tensor, ref: torch.Tensor | None) -> float |
     return 100.0 * float(((probs.gather(1, pred) + ref.gather(1, pred)) / 2).double().mean())
 
 
-@ESTIMATORS.register("atc_agree")
-def atc_agreement(probs: torch.Tensor, ref: torch.Tensor | None) -> float | None:
+def prior_matched(ref: torch.Tensor, prior: torch.Tensor | None = None, iters: int = 1000,
+                  tol: float = 1e-7) -> torch.Tensor:
+    """The zero-shot posterior made consistent with the class prior: ``(N, C)`` -> ``(N, C)``.
+
+    A calibrated posterior averages to the class prior over the images (``mean_i q[i, k] =
+    prior[k]``, the law of total probability); an over-confident zero-shot model piles its mass
+    onto a few "attractor" classes and violates it. The closest posterior (in KL, image by
+    image) that satisfies it rescales each class by a weight, ``q[i, k] ∝ ref[i, k] w[k]``
+    (Saerens et al., Neural Computation 2002, with the prior known instead of estimated);
+    ``w`` comes from Sinkhorn's alternating normalisation, in log space. prior ``(C,)``: the
+    class shares (None: uniform, the assumption when nothing is known).
+    """
+    n, C = ref.shape
+    p = ref.double()
+    target = torch.full((C,), 1.0 / C, dtype=p.dtype) if prior is None else prior.double() / prior.sum()
+    log_p = p.clamp_min(1e-300).log()  # (N, C)
+    log_target = (n * target).clamp_min(1e-300).log()  # (C,) the column sums to reach
+    log_w = torch.zeros(C, dtype=p.dtype)
+    log_q = log_p - torch.logsumexp(log_p, dim=1, keepdim=True)
+    for _ in range(iters):
+        col = torch.logsumexp(log_q, dim=0)  # (C,) log of the current column sums
+        if float((col.exp() - n * target).abs().max()) <= tol * n:
+            break
+        log_w = log_w + log_target - col
+        log_q = log_p + log_w
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)  # rows sum to 1
+    return log_q.exp()
+
+
+@ESTIMATORS.register("zs_balanced")
+def zeroshot_balanced(probs: torch.Tensor, ref: torch.Tensor | None) -> float | None:
+    """The prior-matched zero-shot posterior of the run's prediction, averaged (the default).
+
+    ``mean_i q[i, argmax_k probs[i, k]]`` with ``q = prior_matched(ref)`` (uniform class
+    prior): ``zs_posterior`` after removing the zero-shot model's excess mass on the classes it
+    over-predicts. Assumes roughly balanced classes and a reference whose errors show up as
+    class imbalance; blind to the run's temperature.
+    """
+    _check(probs, ref)
+    if ref is None or probs.shape[0] == 0:
+        return None
+    q = prior_matched(ref)
+    return 100.0 * float(q.gather(1, probs.argmax(dim=1, keepdim=True)).mean())
+
+
+@ESTIMATORS.register("atc_balanced")
+def atc_balanced(probs: torch.Tensor, ref: torch.Tensor | None) -> float | None:
     """ATC (Garg et al. ICLR 2022) with the images where run and zero-shot agree as its source.
 
     ATC fits a threshold ``t`` on the run's confidence so that, on labelled source data, the
     share of images above ``t`` equals the accuracy, then reports the share above ``t`` on the
-    target. Without labels, the source is the agreement set ``S = {i: argmax probs = argmax
-    ref}`` and its accuracy is the zero-shot posterior ``mean_{i in S} ref[i, pred_i]`` (on S
-    both models say the same, so the reference's calibration vouches for the run). The
-    threshold is on the run's own confidence scale, so the run's temperature does not matter.
+    target. Here the source is the agreement set ``S = {i: argmax probs = argmax ref}`` and its
+    accuracy the prior-matched zero-shot posterior ``mean_{i in S} q[i, pred_i]``; the threshold
+    is on the run's own confidence scale, so images where the run departs from zero-shot count
+    as right when the run is as sure of them as of the agreed ones.
     """
     _check(probs, ref)
     if ref is None or probs.shape[0] == 0:
@@ -97,7 +142,8 @@ def atc_agreement(probs: torch.Tensor, ref: torch.Tensor | None) -> float | None
     agree = pred == ref.argmax(dim=1)
     if not bool(agree.any()):
         return 0.0
-    acc_s = float(ref.double().gather(1, pred[:, None]).squeeze(1)[agree].mean())
+    q = prior_matched(ref)
+    acc_s = float(q.gather(1, pred[:, None]).squeeze(1)[agree].mean())
     # the (1 - acc_s) quantile of the source confidences: a share acc_s of S lies above it
     t = torch.quantile(conf[agree], min(max(1.0 - acc_s, 0.0), 1.0))
     return 100.0 * float((conf >= t).double().mean())

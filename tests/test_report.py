@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_colour_folder
 
 from labelless.cli import main
 from labelless.errors import LabellessError
@@ -23,19 +24,20 @@ from labelless.report.runs import class_galleries
 TINY = "openclip:labelless-tiny:random"
 
 
-def _run(capsys, out: Path, data: str, *extra) -> Path:
+def _run(out: Path, data: str, *extra) -> Path:
     rc = main(["zeroshot", "--model", TINY, "--data", data, "--out", str(out), "--no-progress",
                "--cache-dir", str(out.parent / "cache"), *extra])
-    _, err = capsys.readouterr()
-    assert rc == 0, err
+    assert rc == 0
     return out
 
 
-@pytest.fixture
-def runs(capsys, tmp_path, colour_folder):
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
     """A labelled run and an unlabeled run (zero-shot, tiny model) on the colour images."""
-    labelled = _run(capsys, tmp_path / "runs" / "labelled", f"imagefolder:root={colour_folder}")
-    unlabeled = _run(capsys, tmp_path / "runs" / "unlabeled", f"folder:root={colour_folder}",
+    root = tmp_path_factory.mktemp("report-runs")
+    colours = make_colour_folder(root / "colours")
+    labelled = _run(root / "runs" / "labelled", f"imagefolder:root={colours}")
+    unlabeled = _run(root / "runs" / "unlabeled", f"folder:root={colours}",
                      "--classes", "blue,green,red", "--texts", "templates:name=imagenet")
     return labelled, unlabeled
 
@@ -49,7 +51,7 @@ def test_report_of_one_labelled_run(capsys, runs):
     rc = main(["report", str(labelled)])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    page = labelled / "report" / "report.html"
+    page = labelled / "report" / "report.html"  # the default place for one run
     assert f"report: {page}" in out
     html = page.read_text()
     assert html.count('<section class="gallery"') == 3  # one gallery per class
@@ -59,9 +61,9 @@ def test_report_of_one_labelled_run(capsys, runs):
     assert "http://" not in html and "https://" not in html and "<script" not in html
 
 
-def test_report_of_an_unlabeled_run_has_no_error_section(capsys, runs):
+def test_report_of_an_unlabeled_run_has_no_error_section(runs, tmp_path):
     _, unlabeled = runs
-    page = build_report([unlabeled], unlabeled / "rep")
+    page = build_report([unlabeled], tmp_path / "rep")
     html = page.read_text()
     assert html.count('<section class="gallery"') == 3
     assert 'id="errors"' not in html and "top-1 with labels" not in html
@@ -80,8 +82,8 @@ def test_report_compares_several_runs(capsys, runs, tmp_path):
     assert re.search(r"<th>labelled</th>\s*<th>unlabeled</th>", html)
 
 
-def test_missing_images_are_reported_as_missing(capsys, runs, colour_folder):
-    labelled, _ = runs
+def test_missing_images_are_reported_as_missing(tmp_path, colour_folder):
+    labelled = _run(tmp_path / "run", f"imagefolder:root={colour_folder}")
     shutil.rmtree(colour_folder / "green")  # images moved away after the run
     page = build_report([labelled], labelled / "rep")
     html = page.read_text()

@@ -111,6 +111,20 @@ def _details(run: ReportRun) -> dict[str, str]:
     }
 
 
+def _shared_reference(runs: Sequence[ReportRun]) -> tuple[ReportRun | None, list[str]]:
+    """The zero-shot reference most runs share (runs with other class texts have another one):
+    a run carrying it, and the names of the runs that share it."""
+    groups: dict[tuple, list[ReportRun]] = {}
+    for r in runs:
+        zc = r.label_free.get("zeroshot_classes")
+        if zc:
+            groups.setdefault((tuple(r.classnames), tuple(zc["counts"])), []).append(r)
+    if not groups:
+        return None, []
+    best = max(groups.values(), key=len)
+    return best[0], [r.name for r in best]
+
+
 def build_report(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path | None = None,
@@ -154,7 +168,7 @@ def build_report(
 
     # -- figures ---------------------------------------------------------------------------
     figs: dict[str, str] = {}
-    ref = next((r for r in runs if r.label_free.get("zeroshot_classes")), None)
+    ref, ref_runs = _shared_reference(runs)
     same_classes = all(r.classnames == runs[0].classnames for r in runs)
     if same_classes:
         figs["shares"] = plots.plot_class_shares(
@@ -232,8 +246,11 @@ def build_report(
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
+    ref_note = ""
+    if ref is not None and len(ref_runs) < len(runs):
+        ref_note = f"the zero-shot reference of {', '.join(ref_runs)} (the other runs use other class texts)"
     html = env.get_template("report.html.j2").render(
-        title=title, runs=views, classes=classes, figs=figs, notices=notices,
+        title=title, runs=views, ref_note=ref_note, classes=classes, figs=figs, notices=notices,
         missing=missing[:_MISSING_LISTED], n_missing=len(missing), per_class=per_class,
         any_labels=bool(labelled), multi=len(runs) > 1, fmt=_fmt,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

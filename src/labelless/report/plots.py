@@ -90,14 +90,17 @@ def plot_flips(flips: dict[str, Sequence[dict]], path: Path) -> Path:
     """Pseudo-label flips per epoch (or stage) for each run that logged them."""
     fig = _new_figure(5.2, 3.6)
     ax = fig.add_subplot()
+    longest: list[str] = []
     for k, (name, rows) in enumerate(flips.items()):
         ys = [r.get("rate") for r in rows]
         ys = [float("nan") if v is None else float(v) for v in ys]
-        ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3, label=name, color=f"C{k % 10}")
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch (or round) vs the previous one")
+        ax.plot(range(len(ys)), ys, marker="o", ms=4, label=name, color=f"C{k % 10}")
+        labels = [str(r.get("epoch", r.get("stage", i + 1))).split("/")[0] for i, r in enumerate(rows)]
+        longest = labels if len(labels) > len(longest) else longest
+    ax.set_xticks(range(len(longest)), longest, fontsize=8)
+    ax.set_xlim(-0.5, len(longest) - 0.5)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("epoch (or round), against the one before")
     ax.set_ylabel("pseudo-labels that changed (%)")
     ax.set_title("pseudo-label flips")
     _style(ax)

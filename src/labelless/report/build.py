@@ -202,7 +202,7 @@ def build_report(
             "name": r.name, "path": str(r.path), "summary": _summary(r), "details": _details(r),
             "estimates": r.label_free.get("estimates") or {}, "estimator": r.label_free.get("estimator"),
             "top1": (r.metrics or {}).get("top1"),
-            "flow": (r.label_free.get("agreement") or {}).get("flow", [])[:10],
+            "flow": (r.label_free.get("agreement") or {}).get("flow", [])[:8],
             "changed": [{**f, "tiles": [_tile(thumbs, p, show_zeroshot=True) for p in f["examples"]]} for f in flows],
             "confused": [], "confusion": None, "has_labels": r.has_labels,
         }

@@ -42,7 +42,7 @@ def plot_class_shares(
     series = ([("zero-shot", zeroshot, _ZS)] if zeroshot is not None else []) + [
         (name, counts, f"C{k % 10}") for k, (name, counts) in enumerate(runs.items())]
     if C <= MANY:
-        fig = _new_figure(min(max(6.0, 0.32 * C * max(1, len(series)) ** 0.5 + 3), 13.0), 3.6)
+        fig = _new_figure(min(max(6.0, 0.32 * C * max(1, len(series)) ** 0.5 + 3), 13.0), 4.0)
         ax = fig.add_subplot()
         x = np.arange(C)
         w = 0.8 / len(series)
@@ -61,7 +61,7 @@ def plot_class_shares(
     ax.set_ylabel("share of predictions (%)")
     ax.set_title("predicted classes")
     _style(ax)
-    ax.legend(fontsize=7, ncols=min(4, len(series) + 1))
+    fig.legend(loc="outside lower center", fontsize=7, ncols=min(5, len(series) + 1), frameon=False)
     return _save(fig, path)
 
 
@@ -135,7 +135,7 @@ def plot_per_class(per_class: dict[str, dict[str, float | None]], classnames: Se
     ax.set_ylabel("accuracy (%)")
     ax.set_title("per-class accuracy")
     _style(ax)
-    ax.legend(fontsize=7, ncols=min(4, len(per_class)))
+    fig.legend(loc="outside lower center", fontsize=7, ncols=min(5, len(per_class)), frameon=False)
     return _save(fig, path)
 
 
@@ -144,7 +144,7 @@ def plot_accuracy_vs_estimate(rows: Sequence[tuple[str, float | None, float | No
     import numpy as np
 
     n = len(rows)
-    fig = _new_figure(6.5, 1.0 + 0.5 * n)
+    fig = _new_figure(4.4, 1.2 + 0.45 * n)
     ax = fig.add_subplot()
     y = np.arange(n)[::-1]
     true = [r[1] for r in rows]
@@ -154,9 +154,9 @@ def plot_accuracy_vs_estimate(rows: Sequence[tuple[str, float | None, float | No
     b2 = ax.barh(y - h / 2, [0 if v is None else v for v in est], h, label="estimated (no labels)", color="C1")
     ax.bar_label(b1, labels=["" if v is None else f"{v:.1f}" for v in true], fontsize=7, padding=2)
     ax.bar_label(b2, labels=["" if v is None else f"{v:.1f}" for v in est], fontsize=7, padding=2)
-    ax.set_yticks(y, [_short(r[0], 28) for r in rows], fontsize=8)
+    ax.set_yticks(y, [_short(r[0], 22) for r in rows], fontsize=8)
     ax.set_xlim(0, 105)
     ax.set_xlabel("top-1 accuracy (%)")
     _style(ax, "x")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22 - 0.3 / max(n, 1)), ncols=2, frameon=False)
     return _save(fig, path)

@@ -91,9 +91,8 @@ def record_evidence(
     reference's (:func:`zeroshot_reference`) or None; predicted_on: ``data`` (the adaptation
     images) or ``eval_data`` (a separate evaluation set), recorded beside the diagnostics.
     """
-    # float64 softmax: a confident classifier's small probabilities must not round to 0
-    probs = logits.double().softmax(dim=-1).cpu()
-    ref = ref_logits.double().softmax(dim=-1).cpu() if ref_logits is not None else None
+    probs = logits.float().softmax(dim=-1).cpu()
+    ref = ref_logits.float().softmax(dim=-1).cpu() if ref_logits is not None else None
     record = label_free_diagnostics(probs, ref, classnames, history)
     record["predicted_on"] = predicted_on
     record["reference"] = REFERENCE if ref is not None else None

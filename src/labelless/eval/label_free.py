@@ -141,7 +141,6 @@ def label_free_diagnostics(
     """
     from labelless.eval.estimators import DEFAULT_ESTIMATOR, all_estimates
 
-    probs = probs.double()
     C = len(classnames)
     if probs.ndim != 2 or probs.shape[1] != C:
         raise ValueError(f"probs must be (N, {C}), got {tuple(probs.shape)}")
@@ -153,7 +152,6 @@ def label_free_diagnostics(
         "confidence": confidence_summary(conf),
     }
     if ref_probs is not None:
-        ref_probs = ref_probs.double()
         if ref_probs.shape != probs.shape:
             raise ValueError(f"reference probs {tuple(ref_probs.shape)} != probs {tuple(probs.shape)}")
         ref_conf, ref_pred = ref_probs.max(dim=1)

@@ -40,9 +40,9 @@ def _browser_or_fail():
 
 
 @pytest.fixture
-def browser():
+def browser(monkeypatch):
     chromium, driver = _browser_or_fail()
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download anything
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download anything
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service

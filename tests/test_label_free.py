@@ -171,3 +171,22 @@ def test_atc_balanced_and_cot():
     ref = torch.tensor([[0.75, 0.25], [0.75, 0.25], [0.25, 0.75], [0.25, 0.75], [0.75, 0.25], [0.25, 0.75]])
     # S confidences 0.9, 0.8, 0.7, 0.6; the 25% quantile is 0.675; images >= 0.675: 0, 1, 2, 5
     assert atc_balanced(probs, ref) == pytest.approx(100 * 4 / 6)
+
+
+def test_zeroshot_reference_leaves_the_random_numbers_alone(colour_folder):
+    """The runner computes the reference just before the method trains: drawing from torch's
+    generator there (a DataLoader does) would change every run's training."""
+    from labelless.backbones import load_backbone
+    from labelless.evidence import zeroshot_reference
+    from labelless.methods.base import Runtime
+    from labelless.runner import load_data
+    from labelless.text import build_texts
+
+    rt = Runtime(device="cpu", progress=False, cache_dir=None)
+    ds = load_data(f"imagefolder:root={colour_folder}", None, rt)
+    backbone = load_backbone(TINY)
+    torch.manual_seed(0)
+    state = torch.get_rng_state().clone()
+    logits = zeroshot_reference(backbone, ds, ds.classnames, build_texts("templates:name=clip", ds.classnames), rt)
+    assert logits.shape == (18, 3)
+    assert torch.equal(torch.get_rng_state(), state)

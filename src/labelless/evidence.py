@@ -40,11 +40,15 @@ def zeroshot_reference(backbone, dataset, classnames: Sequence[str], texts: dict
     from labelless.methods.zeroshot import ZeroShotClassifier, ZeroShotConfig, encode_texts
     from labelless.scoring import ClassTextFeat
 
-    feat = encode_texts(backbone, texts)
-    cfg = ZeroShotConfig(scorer="cupl", logit_scale=float(backbone.logit_scale))
-    clf = ZeroShotClassifier(list(classnames), backbone.spec, to_dict(cfg),
-                             ClassTextFeat(feat.embeds, feat.mask, None))
-    with torch.no_grad():
+    # the method trains after this: leave its random numbers exactly as they were (a DataLoader
+    # draws its base seed from torch's generator even without workers)
+    device = torch.device(backbone.device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        feat = encode_texts(backbone, texts)
+        cfg = ZeroShotConfig(scorer="cupl", logit_scale=float(backbone.logit_scale))
+        clf = ZeroShotClassifier(list(classnames), backbone.spec, to_dict(cfg),
+                                 ClassTextFeat(feat.embeds, feat.mask, None))
         return clf.predict(backbone, dataset, rt).float().cpu()
 
 

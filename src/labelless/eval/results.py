@@ -2,7 +2,8 @@
 
 :func:`write_results` writes ``<out_dir>/results.json`` (atomically) holding what was run
 (method, backbone, data, seed, resolved config), what came out (metrics, per-class accuracy,
-confusion matrix), what it cost (:class:`RunRecorder`: wall time, peak memory) and where it came
+confusion matrix; ``label_free``: diagnostics and an accuracy estimate that need no label), what
+it cost (:class:`RunRecorder`: wall time, peak memory) and where it came
 from (:func:`provenance`: git SHA + dirty flag, package versions, Python, platform, command
 line, UTC time). Hostnames and user names are never recorded; the user's home directory in the
 command line is replaced by ``~``.

@@ -190,3 +190,18 @@ def test_zeroshot_reference_leaves_the_random_numbers_alone(colour_folder):
     logits = zeroshot_reference(backbone, ds, ds.classnames, build_texts("templates:name=clip", ds.classnames), rt)
     assert logits.shape == (18, 3)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_ensemble_balanced_reduces_to_zs_balanced_for_a_re_tempered_reference():
+    """A zero-shot run at another logit scale (same argmax, sharper softmax) is the reference
+    again once brought back to the reference's confidence: both estimates agree."""
+    from labelless.eval.estimators import ensemble_balanced, temper_like, zeroshot_balanced
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(300, 5, generator=g) * 2
+    ref = logits.softmax(dim=1)
+    sharp = (logits * 6).softmax(dim=1)  # a zero-shot head at 6x the scale
+    back = temper_like(sharp, ref)
+    assert back.max(dim=1).values.mean().item() == pytest.approx(ref.max(dim=1).values.mean().item(), abs=1e-6)
+    assert (back - ref).abs().max().item() < 1e-4
+    assert ensemble_balanced(sharp, ref) == pytest.approx(zeroshot_balanced(sharp, ref), abs=1e-2)

@@ -166,7 +166,7 @@ def cmd_list(args) -> None:
     reg = {
         "methods": registry.METHODS, "datasets": registry.DATASETS, "scorers": registry.SCORERS,
         "views": registry.VIEWS, "tuners": registry.TUNERS, "texts": registry.TEXT_SOURCES,
-        "classifiers": registry.CLASSIFIERS,
+        "classifiers": registry.CLASSIFIERS, "estimators": registry.ESTIMATORS,
     }[args.what]
     width = max((len(n) for n in reg.names()), default=0)
     for name in reg.names():
@@ -202,6 +202,21 @@ def cmd_aggregate(args) -> None:
         plot_bars(means, out / "results.png", title="top-1 accuracy", ylabel="top-1 accuracy (%)")
     print(md_path.read_text())
     print(f"wrote {csv_path}, {md_path}")
+    if any(r.get("top1") is not None and r.get("est_top1") is not None for r in rows):
+        # labels and label-free estimates side by side: how good is the estimate here?
+        from labelless.eval.estimate_check import estimate_markdown, estimate_rows
+        from labelless.utils.io import atomic_write_text
+
+        est_md = atomic_write_text(out / "estimate.md", estimate_markdown(estimate_rows(args.runs)))
+        print(est_md.read_text())
+        print(f"wrote {est_md}")
+
+
+def cmd_report(args) -> None:
+    from labelless.report import build_report
+
+    path = build_report(args.runs, args.out, per_class=args.per_class, thumb_size=args.thumb_size)
+    print(f"report: {path}")
 
 
 def cmd_export(args) -> None:
@@ -269,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     ls = sub.add_parser("list", help="show what is registered")
-    ls.add_argument("what", choices=["backbones", "methods", "datasets", "scorers", "views", "tuners", "texts", "classifiers"])
+    ls.add_argument("what", choices=["backbones", "methods", "datasets", "scorers", "views", "tuners", "texts",
+                                     "classifiers", "estimators"])
     ls.add_argument("filter", nargs="?", help="substring filter (backbones)")
     ls.add_argument("-v", "--verbose", action="store_true", help="methods: show their settings")
     ls.set_defaults(func=cmd_list)
@@ -306,6 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("runs", help="folder searched recursively for results.json")
     ag.add_argument("--out", help="where to write the tables (default: the runs folder)")
     ag.set_defaults(func=cmd_aggregate)
+
+    rp = sub.add_parser("report", help="a static HTML page of one or several runs (galleries, diagnostics)")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (with results.json and predictions.csv)")
+    rp.add_argument("--out", help="folder for report.html and its images (default: RUN_DIR/report, "
+                                  "or <common parent>/report for several runs)")
+    rp.add_argument("--per-class", type=int, default=4,
+                    help="most confident and borderline images shown per class and run (default 4 each)")
+    rp.add_argument("--thumb-size", type=int, default=112, help="thumbnail side in pixels (default 112)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

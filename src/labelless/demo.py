@@ -121,7 +121,8 @@ def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = No
         rec = load_results(results)
         m = rec.get("metrics") or {}
         rows.append({"name": entry.name, "method": entry.method, "top1": m.get("top1"),
-                     "mean_per_class": m.get("mean_per_class"), "note": entry.note})
+                     "mean_per_class": m.get("mean_per_class"), "note": entry.note,
+                     "est_top1": (rec.get("label_free") or {}).get("estimated_top1"), "dir": run_dir})
     if not rows:
         raise LabellessError("no demo entry matched")
     # the fair baseline is zero-shot with the descriptions: the class names are opaque words
@@ -138,4 +139,9 @@ def demo(out_dir: str | Path = "runs/demo", rt=None, only: list[str] | None = No
     plot_bars({r["name"]: {"testbed": r["top1"]} for r in rows}, out_dir / "demo.png",
               title="labelless demo: top-1 accuracy, test split", ylabel="top-1 accuracy (%)")
     log.info(f"\ntable: {out_dir / 'demo.md'}   plot: {out_dir / 'demo.png'}")
+    from labelless.report import build_report
+
+    report = build_report([r["dir"] for r in rows], out_dir / "report",
+                          title="labelless demo: every method on the testbed (test split)")
+    log.info(f"report: {report}   (open it in a browser: galleries, label-free diagnostics, errors)")
     return rows

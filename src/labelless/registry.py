@@ -27,6 +27,7 @@ REGISTERING_MODULES = (
     "labelless.tuners",
     "labelless.methods",
     "labelless.data.testbed",
+    "labelless.eval.estimators",
 )
 _loaded = False
 
@@ -112,3 +113,4 @@ VIEWS: Registry[Callable] = Registry("view")
 TUNERS: Registry[Callable] = Registry("tuner")
 TEXT_SOURCES: Registry[Callable] = Registry("text source")
 CLASSIFIERS: Registry[type] = Registry("classifier kind")
+ESTIMATORS: Registry[Callable] = Registry("accuracy estimator")

@@ -26,6 +26,7 @@ from labelless.data.classes import parse_classes
 from labelless.engine import distributed
 from labelless.errors import ConfigError, DataError, LabellessError
 from labelless.eval import RunRecorder, classification_metrics, plot_confusion, write_results
+from labelless.evidence import artifact_reference, record_evidence, zeroshot_reference
 from labelless.methods.base import Classifier, FitContext, Runtime, load_classifier
 from labelless.registry import METHODS
 from labelless.runfolder import RunFolder, check_out_dir, check_out_file
@@ -229,6 +230,10 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[s
                 f"{cfg.method}: under torchrun each rank computes its batch-level statistics "
                 "(prototype updates, contrastive negatives, queues) on its own batch, so N ranks x "
                 "batch B do not train exactly like one rank with batch N x B", stacklevel=2)
+        # the images the run predicts on, and the zero-shot reference on them (label-free
+        # diagnostics), taken before the method may change the backbone
+        predict_ds = eval_ds if eval_ds is not None else train
+        ref_logits = zeroshot_reference(backbone, predict_ds, classnames, texts, rt)
         fit = method.fit(ctx)
         main = distributed.is_main()  # under torchrun rank 0 alone writes; all ranks evaluate
         resolved = {"run": to_dict(cfg), "method": to_dict(mcfg)}
@@ -238,10 +243,16 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[s
             backbone.mark_tuned(fit.tuned)  # adapted weights: never reuse the base model's features
         metrics = None
         if eval_ds is not None:  # (feature extraction is sharded over the ranks)
-            _, metrics = evaluate(fit.classifier, backbone, eval_ds, rt, out if main else None)
+            logits, metrics = evaluate(fit.classifier, backbone, eval_ds, rt, out if main else None)
+        else:  # unlabeled: predict the adaptation images themselves
+            with torch.no_grad():
+                logits = fit.classifier.predict(backbone, train, rt).float().cpu()
         if not main:
             return {"results_path": None, "out_dir": str(out), "metrics": metrics, "fit": fit,
                     "backbone": backbone}
+        # predicted_on names the RunConfig field, never whether labels exist (label-free)
+        label_free = record_evidence(out, predict_ds, logits, ref_logits, classnames, fit.history,
+                                     predicted_on="eval_data" if cfg.eval_data else "data")
     folder.finish(rec.wall_s)
     if metrics is not None:
         log.info(f"[{cfg.method}] {metrics.summary()}")
@@ -253,7 +264,12 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[s
         out, method=cfg.method, backbone=backbone_info(backbone),
         data=data_info(cfg.eval_data or cfg.data, eval_ds) if eval_ds is not None else data_info(cfg.data, train),
         seed=cfg.seed, metrics=metrics, config=resolved, recorder=rec, extra=extra,
+        label_free=label_free,
     )
+    est = label_free.get("estimated_top1")
+    if est is not None:
+        log.info(f"[{cfg.method}] label-free estimate of top-1: {est:.1f}% ({label_free['estimator']}); "
+                 f"{label_free['agreement']['changed']:.1f}% of predictions changed vs zero-shot")
     log.info(f"results: {path}")
     return {"results_path": str(path), "out_dir": str(out), "metrics": metrics, "fit": fit,
             "backbone": backbone}
@@ -268,11 +284,14 @@ def eval_artifact(classifier_dir: str, data: str, rt: Runtime, out: str | None =
         ds = load_data(data, clf.classnames, rt)
         if not ds.has_labels:
             raise LabellessError(f"data set '{data}' has no labels: `labelless eval` needs a labelled set")
-        _, metrics = evaluate(clf, backbone, ds, rt, out_dir)
+        logits, metrics = evaluate(clf, backbone, ds, rt, out_dir)
+        ref_logits = artifact_reference(classifier_dir, backbone, ds, clf.classnames, rt)
+        label_free = record_evidence(out_dir, ds, logits, ref_logits, clf.classnames, predicted_on="eval_data")
     log.info(metrics.summary())
     path = write_results(
         out_dir, method=f"eval:{clf.kind}", backbone=backbone_info(backbone), data=data_info(data, ds),
         seed=rt.seed, metrics=metrics, config={"classifier": str(classifier_dir)}, recorder=rec,
+        label_free=label_free,
     )
     log.info(f"results: {path}")
     return {"results_path": str(path), "metrics": metrics}

@@ -594,6 +594,12 @@ def summarize(exp_dir: str | Path, report: BenchReport | None = None, out=print)
         cmp_md = comparison_markdown(comparison)
         files["comparison"] = atomic_write_text(exp_dir / "comparison.md", cmp_md)
         out("\nOurs vs the papers:\n" + cmp_md)
+    if any(r.get("top1") is not None and r.get("est_top1") is not None for r in rows):
+        from labelless.eval.estimate_check import estimate_markdown, estimate_rows
+
+        est_md = estimate_markdown(estimate_rows(exp_dir))  # the label-free estimate vs the labels
+        files["estimate"] = atomic_write_text(exp_dir / "estimate.md", est_md)
+        out("\nLabel-free accuracy estimate vs labels:\n" + est_md)
     out("wrote " + ", ".join(str(p) for p in files.values()))
     if report is not None:
         report.rows, report.files, report.comparison = rows, files, comparison

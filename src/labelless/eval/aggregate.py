@@ -37,6 +37,7 @@ COLUMNS = (
     "split",
     "seed",
     "top1",
+    "est_top1",
     "top5",
     "mean_per_class",
     "wall_s",
@@ -97,6 +98,7 @@ def _identity(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _row(record: dict[str, Any], path: Path, root: Path) -> dict[str, Any]:
     metrics = record.get("metrics") or {}
+    label_free = record.get("label_free") or {}
     resources = record.get("resources") or {}
     git = (record.get("provenance") or {}).get("git") or {}
     data = record.get("data")
@@ -127,6 +129,7 @@ def _row(record: dict[str, Any], path: Path, root: Path) -> dict[str, Any]:
         "split": split,
         "seed": record.get("seed"),
         "top1": top1,
+        "est_top1": _num(label_free.get("estimated_top1")),
         "top5": _num(metrics.get("top5")),
         "mean_per_class": _num(metrics.get("mean_per_class")),
         "wall_s": _num(resources.get("wall_s")),
@@ -264,11 +267,20 @@ def markdown_table(
     group_by: Sequence[str] = ("method", "dataset", "split", "backbone"),
 ) -> str:
     """Markdown table of mean ± sample std over the distinct seeds of each group (see the
-    module docstring), then the duplicated seeds and the excluded runs with their reasons."""
+    module docstring), then the duplicated seeds and the excluded runs with their reasons.
+
+    The label-free estimate of top-1 (``est_top1``) gets a column beside top-1 when any run has
+    one.
+    """
     groups, excluded = group_runs(rows, group_by)
     any_differs = any(g.differs for g in groups)
-    header = [*group_by, *(["settings"] if any_differs else []), "seeds", "runs",
-              "top-1 (%)", "top-5 (%)", "mean/class (%)", "wall (s)"]
+    metric_cols = list(_METRIC_COLUMNS)
+    metric_names = ["top-1 (%)", "top-5 (%)", "mean/class (%)"]
+    if any(r.get("est_top1") is not None for r in rows):
+        metric_cols.insert(1, "est_top1")
+        metric_names.insert(1, "est. top-1, no labels (%)")
+    header = [*group_by, *(["settings"] if any_differs else []), "seeds", "runs", *metric_names,
+              "wall (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     notes = []
     for g in groups:
@@ -277,7 +289,7 @@ def markdown_table(
             cells.append(", ".join(g.differs))
         n_seeds = len(g.per_seed)
         cells += [str(n_seeds), str(len(g.runs))]
-        for col in _METRIC_COLUMNS:
+        for col in metric_cols:
             vals = g.seed_values(col)
             have = sum(v is not None for v in vals)
             cell = _mean_std(vals)

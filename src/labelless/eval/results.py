@@ -2,7 +2,8 @@
 
 :func:`write_results` writes ``<out_dir>/results.json`` (atomically) holding what was run
 (method, backbone, data, seed, resolved config), what came out (metrics, per-class accuracy,
-confusion matrix), what it cost (:class:`RunRecorder`: wall time, peak memory) and where it came
+confusion matrix; ``label_free``: diagnostics and an accuracy estimate that need no label), what
+it cost (:class:`RunRecorder`: wall time, peak memory) and where it came
 from (:func:`provenance`: git SHA + dirty flag, package versions, Python, platform, command
 line, UTC time). Hostnames and user names are never recorded; the user's home directory in the
 command line is replaced by ``~``.
@@ -269,6 +270,7 @@ def write_results(
     config: dict[str, Any],
     recorder: RunRecorder | None = None,
     extra: dict[str, Any] | None = None,
+    label_free: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<out_dir>/results.json`` atomically and return its path.
 
@@ -284,6 +286,8 @@ def write_results(
         config: the fully resolved run config (a plain dict, e.g. ``config.to_dict(cfg)``).
         recorder: the run's :class:`RunRecorder` (wall time, peak memory), if any.
         extra: any other JSON-able information (per-epoch losses, text-source hash, ...).
+        label_free: the run's label-free diagnostics and accuracy estimate
+            (:func:`labelless.eval.label_free.label_free_diagnostics`), if computed.
 
     NaN becomes ``null``, paths become strings; a non-serialisable value raises ``TypeError``
     before anything is written.
@@ -297,6 +301,7 @@ def write_results(
         "split": (data or {}).get("split") if isinstance(data, dict) else None,
         "seed": seed,
         "metrics": metrics,
+        "label_free": label_free,
         "config": config,
         "resources": recorder.to_dict() if recorder is not None else None,
         "provenance": provenance(),

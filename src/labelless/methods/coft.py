@@ -614,12 +614,15 @@ class CoFTBase(Method):
                     for side in ("text", "vision")}
                 history.append({"stage": f"round{r + 1}/phase1_monitor", **rinfo["monitor"]})
             info["rounds"].append(rinfo)
-            history.append({"stage": f"round{r + 1}/collaboration", **{f"collab_{k}": v for k, v in rinfo["collab"].items()},
-                            "collab_confirmed": rinfo["confirmed"], "collab_relabelled": rinfo["relabelled"]})
             # next round [O]: collaborative labels where kept, the two models' ensemble elsewhere
             ens = (inf["text"].softmax(1) + inf["vision"].softmax(1)) / 2
             e_conf, e_lab = ens.max(dim=1)
-            pseudo = torch.where(collab.keep, collab.labels, e_lab)
+            relabel = torch.where(collab.keep, collab.labels, e_lab)
+            flips = int((relabel != pseudo).sum())  # label-free churn of the round's pseudo-labels
+            history.append({"stage": f"round{r + 1}/collaboration", **{f"collab_{k}": v for k, v in rinfo["collab"].items()},
+                            "collab_confirmed": rinfo["confirmed"], "collab_relabelled": rinfo["relabelled"],
+                            "pl_flips": flips, "pl_flip_rate": 100.0 * flips / max(N, 1)})
+            pseudo = relabel
             conf = torch.where(collab.keep, torch.ones_like(e_conf) + e_conf, e_conf)
             p1.adapter.detach()
             self.phase1_models.append(p1)

@@ -37,6 +37,7 @@ from labelless.config import to_dict
 from labelless.data.features import ViewDataset, encode_views
 from labelless.engine import OptimConfig, TrainLoop
 from labelless.engine.distributed import all_mean, gather_cat
+from labelless.engine.pseudo import FlipTracker
 from labelless.errors import ConfigError
 from labelless.methods.base import FitContext, FitResult, Method
 from labelless.methods.prototype import PrototypeClassifier
@@ -223,6 +224,7 @@ class FairTrainer:
         out_dir: str | Path | None = None,
         monitor=None,
         rt=None,
+        n_train: int = 0,
     ):
         self.backbone = backbone
         self.tuner = tuner
@@ -240,6 +242,7 @@ class FairTrainer:
         self.p_bar: torch.Tensor | None = None
         # {name: DeviceView} when the views are made on the device (build_fair), else None
         self.device_views: dict | None = None
+        self.flips = FlipTracker(n_train)  # label-free: pseudo-label churn per epoch
         self._reset_epoch()
 
     # -- TrainLoop interface ---------------------------------------------------------------
@@ -253,7 +256,7 @@ class FairTrainer:
             "p_bar": self.p_bar.cpu() if self.p_bar is not None else torch.zeros(0),
             "pl_counts": self._pl_counts.cpu(), "pl_correct": self._pl_correct.cpu(),
             "true_counts": self._true_counts.cpu(), "n_labelled": int(self._n_labelled),
-            "n_classes": c,
+            "n_classes": c, **self.flips.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -262,6 +265,7 @@ class FairTrainer:
         self._pl_correct = state["pl_correct"].clone()
         self._true_counts = state["true_counts"].clone()
         self._n_labelled = int(state["n_labelled"])
+        self.flips.load_state_dict(state)
 
     def _reset_epoch(self) -> None:
         c = len(self.classnames)
@@ -331,6 +335,8 @@ class FairTrainer:
         self.p_bar = p_bar if cfg.fairness_momentum > 0 else None
         loss = loss_st + cfg.fairness_weight * loss_fair
         self._account(pl["y"].cpu(), batch["label"])
+        if "index" in batch:
+            self.flips.update(batch["index"], pl["y"])
         w = pl["w"]
         return {
             "loss": loss, "loss_st": loss_st.detach(), "loss_fair": loss_fair.detach(),
@@ -356,6 +362,7 @@ class FairTrainer:
             "pl_classes_used": int((self._pl_counts > 0).sum()),
             "pl_count_min": int(self._pl_counts.min()),
             "pl_count_max": int(self._pl_counts.max()),
+            **self.flips.epoch_end(),
         }
         if self._n_labelled:
             row["pl_acc"] = 100.0 * float(self._pl_correct.sum()) / self._n_labelled
@@ -439,7 +446,7 @@ def build_fair(ctx: FitContext, cfg: FairConfig) -> tuple[FairTrainer, TrainLoop
     tuner = build_tuner(backbone, cfg.tuner, **dict(cfg.tuner_options))
     backbone.eval()  # no dropout anywhere; LayerNorm has no train/eval difference
     trainer = FairTrainer(backbone, tuner, anchors, cfg, ctx.classnames, fixed, ctx.out_dir,
-                          ctx.monitor, ctx.rt)
+                          ctx.monitor, ctx.rt, n_train=len(ctx.train))
     views = fair_views(backbone, cfg)
     if ctx.rt.views_on == "device":  # the loader decodes; training_step makes the views
         trainer.device_views = {name: device_view(v, backbone) for name, v in views.items()}

@@ -35,6 +35,7 @@ from labelless.backbones import select_trainable
 from labelless.data.features import ViewDataset, extract_features
 from labelless.engine import OptimConfig, TrainLoop
 from labelless.engine.distributed import gather_cat
+from labelless.engine.pseudo import FlipTracker
 from labelless.errors import ConfigError
 from labelless.methods.base import Classifier, FitContext, FitResult, Method, Runtime
 from labelless.registry import CLASSIFIERS, METHODS
@@ -326,6 +327,7 @@ class LatteTrainer(_Trainer):
         self.seed = ctx.rt.seed
         self._pl_correct = {"ft": 0, "zs": 0}
         self._pl_count = 0
+        self.flips = FlipTracker(len(ctx.train))  # label-free: churn of the fine-tuned pseudo-labels
 
     # -- hooks -------------------------------------------------------------------------------
     def dataset_for_epoch(self, epoch: int):
@@ -334,11 +336,12 @@ class LatteTrainer(_Trainer):
         return self.train_dataset(self.cfg.crop_scale, self.seed, epoch)
 
     def state_dict(self):
-        return {"bank": self.bank.cpu(), "mixer_bank": self.mixer_bank.cpu()}
+        return {"bank": self.bank.cpu(), "mixer_bank": self.mixer_bank.cpu(), **self.flips.state_dict()}
 
     def load_state_dict(self, state):
         self.bank = state["bank"].to(self.device)
         self.mixer_bank = state["mixer_bank"].to(self.device)
+        self.flips.load_state_dict(state)
 
     def on_epoch_end(self, epoch: int) -> dict:
         row = {}
@@ -346,7 +349,7 @@ class LatteTrainer(_Trainer):
             row = {f"pl_acc_{k}": 100.0 * v / self._pl_count for k, v in self._pl_correct.items()}
         self._pl_correct = {"ft": 0, "zs": 0}
         self._pl_count = 0
-        return row
+        return {**row, **self.flips.epoch_end()}
 
     # -- texts -------------------------------------------------------------------------------
     def group_text(self, index: int, zs: int) -> str | None:
@@ -388,6 +391,7 @@ class LatteTrainer(_Trainer):
         img = self.images(batch)  # (B, d)
         with torch.no_grad():
             y_ft = (img.detach().float() @ F.normalize(self.bank, dim=-1).T).argmax(-1)  # (B,)
+        self.flips.update(batch["index"], y_ft)
         y_zs = self.zs_labels[batch["index"]].to(self.device)  # (B,)
         zs = y_zs.tolist()
         branches = []
@@ -531,6 +535,7 @@ class FlypTrainer(_Trainer):
         self.seed = ctx.rt.seed
         self._correct = 0
         self._count = 0
+        self.flips = FlipTracker(len(ctx.train))  # label-free: pseudo-label churn per epoch
 
     def dataset_for_epoch(self, epoch: int):
         self.epoch = epoch
@@ -539,13 +544,20 @@ class FlypTrainer(_Trainer):
     def on_epoch_end(self, epoch: int) -> dict:
         row = {"pl_acc": 100.0 * self._correct / self._count} if self._count else {}
         self._correct = self._count = 0
-        return row
+        return {**row, **self.flips.epoch_end()}
+
+    def state_dict(self):
+        return self.flips.state_dict()
+
+    def load_state_dict(self, state):
+        self.flips.load_state_dict(state)
 
     def training_step(self, batch, step: int) -> dict:
         img = self.images(batch)  # (B, d)
         with torch.no_grad():
             cls_emb = self.backbone.encode_text(self.class_prompts)  # (C, d), current model
             y = (img.detach() @ cls_emb.T).argmax(-1)  # (B,)
+        self.flips.update(batch["index"], y)
         strings = [self.class_prompts[int(k)] for k in y]
         emb, index = self.encode_strings(strings)
         t = emb[torch.tensor([index[s] for s in strings], device=self.device)]  # (B, d)

@@ -205,3 +205,31 @@ def test_ensemble_balanced_reduces_to_zs_balanced_for_a_re_tempered_reference():
     assert back.max(dim=1).values.mean().item() == pytest.approx(ref.max(dim=1).values.mean().item(), abs=1e-6)
     assert (back - ref).abs().max().item() < 1e-4
     assert ensemble_balanced(sharp, ref) == pytest.approx(zeroshot_balanced(sharp, ref), abs=1e-2)
+
+
+def test_backfill_recomputes_the_record_of_a_run_made_without_it(capsys, tmp_path, colour_folder):
+    """`labelless evidence` rebuilds label_free from the saved classifier: the same record as the
+    run wrote, and a run whose data changed since is refused."""
+    data = _csv(tmp_path / "data.csv", colour_folder, True)
+    out = tmp_path / "run"
+    assert main(["adapt", "--method", "fair", "--model", TINY, "--data", f"csv:path={data}",
+                 "--classes", "red,green,blue", "--out", str(out), "--no-progress", "--no-cache",
+                 *FAST["fair"]]) == 0
+    path = out / "results.json"
+    rec = json.loads(path.read_text())
+    original = rec.pop("label_free")
+    path.write_text(json.dumps(rec))
+    (out / "predictions.csv").unlink()
+    capsys.readouterr()
+    assert main(["evidence", str(tmp_path), "--no-progress", "--no-cache"]) == 0
+    assert "1 of 1 run folders backfilled" in capsys.readouterr().out
+    again = json.loads(path.read_text())["label_free"]
+    assert again.pop("backfilled") is True
+    assert again == original and (out / "predictions.csv").is_file()
+    assert main(["evidence", str(tmp_path), "--no-progress"]) == 0  # has a record: left alone
+    assert "0 of 1" in capsys.readouterr().out
+    # the data changed since the run (images removed): refused, nothing is written
+    rows = data.read_text().splitlines()
+    data.write_text("\n".join(rows[:-3]) + "\n")
+    assert main(["evidence", str(tmp_path), "--force", "--no-progress", "--no-cache"]) == 2
+    assert "data or artifact changed" in capsys.readouterr().err

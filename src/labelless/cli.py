@@ -179,6 +179,22 @@ def cmd_list(args) -> None:
                 print(f"{'':<{width}}    {f.name} = {default!r}")
 
 
+def cmd_evidence(args) -> None:
+    from pathlib import Path
+
+    from labelless.evidence import backfill
+
+    dirs = sorted({p.parent for r in args.runs for p in Path(r).rglob("results.json")})
+    if not dirs:
+        raise LabellessError(f"no results.json under {', '.join(args.runs)}")
+    done = 0
+    for d in dirs:
+        if (d / "classifier").is_dir() and backfill(d, _runtime(args), force=args.force) is not None:
+            done += 1
+            print(f"{d}: label_free added")
+    print(f"{done} of {len(dirs)} run folders backfilled (the others had a record or no classifier)")
+
+
 def cmd_aggregate(args) -> None:
     import statistics
 
@@ -322,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("runs", help="folder searched recursively for results.json")
     ag.add_argument("--out", help="where to write the tables (default: the runs folder)")
     ag.set_defaults(func=cmd_aggregate)
+
+    ev = sub.add_parser("evidence", help="add the label-free record to run folders made before it existed")
+    ev.add_argument("runs", nargs="+", help="run folders, searched recursively for results.json")
+    ev.add_argument("--force", action="store_true", help="recompute records that exist")
+    _runtime_flags(ev)
+    ev.set_defaults(func=cmd_evidence)
 
     rp = sub.add_parser("report", help="a static HTML page of one or several runs (galleries, diagnostics)")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (with results.json and predictions.csv)")

@@ -20,7 +20,7 @@ import torch
 from labelless.eval.label_free import label_free_diagnostics
 from labelless.eval.predictions import PREDICTIONS_FILENAME, write_predictions
 
-__all__ = ["REFERENCE", "artifact_reference", "record_evidence", "zeroshot_reference"]
+__all__ = ["REFERENCE", "artifact_reference", "backfill", "record_evidence", "zeroshot_reference"]
 
 #: how the zero-shot reference classifies, as recorded in ``label_free.reference``
 REFERENCE = ("zero-shot: cosine to the mean embedding of each class's texts (--texts), "
@@ -105,4 +105,58 @@ def record_evidence(
         write_predictions(Path(out_dir) / PREDICTIONS_FILENAME, [os.path.abspath(p) for p in dataset.paths],
                           torch.as_tensor(dataset.labels), probs, ref, classnames)
         record["predictions"] = PREDICTIONS_FILENAME
+    return record
+
+
+def backfill(run_dir: str | Path, rt=None, force: bool = False) -> dict[str, Any] | None:
+    """Add ``label_free`` (and ``predictions.csv``) to a run folder written before labelless
+    recorded them, from its saved classifier; returns the record (None when it already had one
+    and ``force`` is off).
+
+    The classifier predicts the run's evaluation data again (its ``eval_data``, else its
+    ``data``); when the run has metrics, the recomputed top-1 and image count must equal the
+    recorded ones, so a changed data set or artifact is refused instead of producing
+    diagnostics of other predictions. The record says ``"backfilled": true``.
+    """
+    import json
+
+    from labelless.errors import LabellessError
+    from labelless.eval.metrics import classification_metrics
+    from labelless.methods.base import Runtime, load_classifier
+    from labelless.runner import load_data
+    from labelless.utils.io import atomic_write_json
+
+    run_dir = Path(run_dir)
+    path = run_dir / "results.json"
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LabellessError(f"'{path}' cannot be read as a run record: {e}") from None
+    if rec.get("label_free") and not force:
+        return None
+    run = (rec.get("config") or {}).get("run") or {}
+    spec = run.get("eval_data") or run.get("data")
+    if not spec or not (run_dir / "classifier").is_dir():
+        raise LabellessError(f"'{run_dir}' has no classifier/ or no data spec in results.json: "
+                             "only run folders of `labelless zeroshot` / `adapt` can be backfilled")
+    rt = rt or Runtime(progress=False)
+    clf, backbone = load_classifier(run_dir / "classifier", device=rt.device)
+    ds = load_data(spec, list(clf.classnames), rt)
+    with torch.no_grad():
+        logits = clf.predict(backbone, ds, rt).float().cpu()
+    metrics = rec.get("metrics") or {}
+    if metrics.get("top1") is not None and ds.has_labels:
+        again = classification_metrics(logits, torch.as_tensor(ds.labels), len(clf.classnames))
+        if again.n != metrics.get("n", again.n) or abs(again.top1 - metrics["top1"]) > 0.05:
+            raise LabellessError(
+                f"'{run_dir}': the saved classifier now gives top-1 {again.top1:.2f} on {again.n} "
+                f"images of '{spec}', the run recorded {metrics['top1']:.2f} on {metrics.get('n')}: "
+                "data or artifact changed, not backfilling")
+    ref = artifact_reference(run_dir / "classifier", backbone, ds, list(clf.classnames), rt)
+    history = (rec.get("extra") or {}).get("history")
+    record = record_evidence(run_dir, ds, logits, ref, list(clf.classnames), history,
+                             predicted_on="eval_data" if run.get("eval_data") else "data")
+    record["backfilled"] = True
+    rec["label_free"] = record
+    atomic_write_json(path, rec)
     return record

@@ -17,28 +17,35 @@ testbed:task=FILE,split=train``); ``labelless testbed suite`` draws suites of th
 re-exported here so that the module name is not shadowed.)
 """
 
-from labelless.testbed.build import Testbed, TestbedConfig, ensure_testbed
-from labelless.testbed.cache import CODE_VERSION, config_hash, default_cache_dir
-from labelless.testbed.pretrain import (
-    MODEL_CONFIG_DIR,
-    MODEL_NAME,
-    PretrainConfig,
-    ensure_pretrained,
-    register_model_configs,
-)
-from labelless.testbed.task import TaskConfig, TaskPaths, build_task, group_captions, task_hash
-from labelless.testbed.taskfile import load_task_file, write_task_file
-from labelless.testbed.world import (
-    Scene,
-    SceneObject,
-    WorldConfig,
-    caption,
-    render,
-    sample_pairs,
-    sample_scene,
-    simulate_caption,
-    simulate_group_caption,
-)
+from __future__ import annotations
+
+from typing import Any
+
+#: public name -> the submodule that defines it. Imported on first access, so that the
+#: ``labelless testbed`` command line (``labelless.testbed.cli``) answers without loading torch.
+_LAZY = {
+    **dict.fromkeys(("Testbed", "TestbedConfig", "ensure_testbed"), "labelless.testbed.build"),
+    **dict.fromkeys(("CODE_VERSION", "config_hash", "default_cache_dir"), "labelless.testbed.cache"),
+    **dict.fromkeys(("MODEL_CONFIG_DIR", "MODEL_NAME", "PretrainConfig", "ensure_pretrained",
+                     "register_model_configs"), "labelless.testbed.pretrain"),
+    **dict.fromkeys(("TaskConfig", "TaskPaths", "build_task", "group_captions", "task_hash"),
+                    "labelless.testbed.task"),
+    **dict.fromkeys(("load_task_file", "write_task_file"), "labelless.testbed.taskfile"),
+    **dict.fromkeys(("Scene", "SceneObject", "WorldConfig", "caption", "render", "sample_pairs",
+                     "sample_scene", "simulate_caption", "simulate_group_caption"),
+                    "labelless.testbed.world"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'labelless.testbed' has no attribute {name!r}")
+
 
 __all__ = [
     "CODE_VERSION",

@@ -93,6 +93,18 @@ def test_losses_hand_computed():
     torch.testing.assert_close(loss2, -(math.log(0.6) + math.log(0.4)) / 2 / 0.5 * torch.ones(()))
 
 
+def test_fairness_running_form_matches_must():
+    """MUST (engine_self_training.py, m = 0.5): the first step of an epoch uses the batch mean
+    and already divides by 0.5; momentum 0 (the batch form) is unscaled and ignores ``running``."""
+    probs = torch.tensor([[0.9, 0.1], [0.5, 0.5]])
+    first, p1 = fairness_loss(probs, running=None, momentum=0.5)
+    torch.testing.assert_close(p1, torch.tensor([0.7, 0.3]))
+    torch.testing.assert_close(first, -(math.log(0.7) + math.log(0.3)) / 2 / 0.5 * torch.ones(()))
+    batch_form, p0 = fairness_loss(probs, running=torch.tensor([0.5, 0.5]), momentum=0.0)
+    torch.testing.assert_close(p0, torch.tensor([0.7, 0.3]))
+    torch.testing.assert_close(batch_form, -(math.log(0.7) + math.log(0.3)) / 2 * torch.ones(()))
+
+
 # ---- the method on a tiny model --------------------------------------------------------------
 
 def _ctx(root: Path, out: Path, backbone=None, resume=False) -> FitContext:
@@ -247,3 +259,19 @@ def test_lora_tuner_trains_adapters_and_merges(colour_folder, tmp_path):
     changed = {n for n in base if not torch.equal(after[n], base[n])}
     assert changed and changed <= set(tuned)
     assert all(".attn." in n or ".mlp." in n for n in changed)
+
+
+def test_running_fairness_mean_restarts_every_epoch(colour_folder, tmp_path, monkeypatch):
+    """With fairness_momentum > 0 the first step of every epoch starts without a running mean."""
+    ctx = _ctx(colour_folder, tmp_path / "run")
+    trainer, loop = build_fair(ctx, _cfg(fairness_momentum=0.5, optim={"epochs": 2, "batch_size": 9}))
+    seen = []
+    real = fair_mod.fairness_loss
+
+    def spy(probs, running=None, momentum=0.0):
+        seen.append(running is None)
+        return real(probs, running, momentum)
+
+    monkeypatch.setattr(fair_mod, "fairness_loss", spy)
+    loop.run()
+    assert seen == [True, False, True, False]  # 18 images, batch 9: two steps per epoch

@@ -124,7 +124,8 @@ class FairConfig:
     pl_weight_margin: weight factor ``s1 - s2`` (top-1 minus top-2 score) [ours, paper Tab. 5].
     pl_weight_ambiguity: weight factor ``1 - cos(A_c1, A_c2)`` [ours, paper Tab. 5].
     fairness_weight: lambda of the fairness term, 1 [paper/MUST].
-    fairness_momentum: 0 = batch mean (``--reg_batch``) [default]; m > 0 = running mean.
+    fairness_momentum: 0 = batch mean (``--reg_batch``) [default]; m > 0 = MUST's running
+        mean (restarted every epoch, loss divided by ``1 - m`` from the first step) [MUST].
     weak_view: view for pseudo-labels and crop weights: ``center`` (eval CenterCrop [paper]),
         ``weak`` (random crop + flip [DPA]) or ``rrc`` (RandomResizedCrop + flip: FAIR-g [paper]).
     strong_scale: RandomResizedCrop scale of the strong view [DPA (0.3, 1)].
@@ -364,6 +365,7 @@ class FairTrainer:
                 logits = self.classifier().predict(self.backbone, self.monitor, self._monitor_rt())
             row["monitor_acc"] = classification_metrics(logits, self.monitor.labels, len(self.classnames)).top1
         self._reset_epoch()
+        self.p_bar = None  # MUST restarts the running mean of the fairness term every epoch
         return row
 
     def _monitor_rt(self):

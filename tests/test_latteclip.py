@@ -252,3 +252,25 @@ def test_cli_set_flags_complete_a_config_that_is_only_valid_with_them(colour_fol
     params = json.loads((out / "results.json").read_text())["config"]["method"]  # the resolved config
     assert params["captions"] == str(caps) and params["groups"] == str(groups)
     assert params["optim"]["lr"] == 2e-5 and params["optim"]["epochs"] == 1 and params["optim"]["batch_size"] == 6
+
+
+def test_grad_accum_is_refused_with_the_reason():
+    """Accumulating micro-batches would shrink the contrastive negatives (and LaTTe-CLIP's
+    prototype update) to one micro-batch: refused, with the reason and the alternatives."""
+    accum = OptimConfig(batch_size=128, grad_accum=4)
+    for make in (lambda: L.LatteCLIPConfig(use_image=False, use_group=False, optim=accum),
+                 lambda: L.FlypPLConfig(optim=accum)):
+        with pytest.raises(ConfigError, match=r"grad_accum=4 .*negatives.*torchrun"):
+            make()
+    L.FlypPLConfig(optim=OptimConfig(batch_size=128, grad_accum=1))
+
+
+def test_no_latteclip_recipe_suggests_grad_accum():
+    import yaml
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes" / "latteclip").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        assert "grad_accum" not in path.read_text(), path.name
+        optim = (yaml.safe_load(path.read_text()).get("params") or {}).get("optim") or {}
+        assert optim.get("grad_accum", 1) == 1, path.name

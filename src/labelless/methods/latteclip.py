@@ -221,6 +221,21 @@ class _Trainer:
         return self.backbone.encode_image(x).embeds  # (B, d)
 
 
+def _refuse_grad_accum(method: str, optim: OptimConfig) -> None:
+    """Contrastive methods refuse ``grad_accum > 1``: each micro-batch would see only its own
+    images as contrastive negatives (and LaTTe-CLIP's prototype update only its own texts), so
+    accumulation changes the loss instead of just splitting the batch."""
+    if optim.grad_accum > 1:
+        raise ConfigError(
+            f"{method}: optim.grad_accum={optim.grad_accum} is not supported: the contrastive loss "
+            "draws its negatives (and LaTTe-CLIP's prototype update its texts) from one micro-batch, "
+            "so accumulating micro-batches is not the same method as one large batch. Set "
+            "optim.grad_accum=1 and either lower optim.batch_size (a deviation from the paper's 512, "
+            "to report) or spread the batch over more GPUs with torchrun (negatives are gathered "
+            "across ranks)"
+        )
+
+
 # ------------------------------------------------------------------------------- LaTTe-CLIP
 
 
@@ -250,8 +265,8 @@ class LatteCLIPConfig:
     crop_scale: RandomResizedCrop scale of the training view (OpenCLIP default (0.9, 1.0)).
     require_captions: *ours*: fail when ``use_image`` and no caption matches any training image
         (images without a caption just drop that text).
-    optim: optimisation (:func:`latte_optim`: lr 1e-7, wd 0.2, batch 512; set ``grad_accum``
-        when memory requires).
+    optim: optimisation (:func:`latte_optim`: lr 1e-7, wd 0.2, batch 512); ``grad_accum`` must
+        stay 1 (see :func:`_refuse_grad_accum`).
     """
 
     captions: str | None = None
@@ -277,6 +292,7 @@ class LatteCLIPConfig:
             self.optim = OptimConfig(**self.optim)
         self.trainable = tuple(self.trainable)
         self.crop_scale = tuple(self.crop_scale)
+        _refuse_grad_accum("latteclip", self.optim)
         if not (self.use_class or self.use_image or self.use_group):
             raise ConfigError("latteclip: enable at least one of use_class, use_image, use_group")
         if self.loss_ft < 0 or self.loss_zs < 0 or self.loss_ft + self.loss_zs == 0:
@@ -495,7 +511,8 @@ class FlypPLConfig:
     Same hyper-parameters as LaTTe-CLIP; no weight ensembling (paper).
 
     prototype_template: the training prompt (None: each class's first label text).
-    trainable, train_logit_scale, max_logit_scale, crop_scale, optim: as in LaTTe-CLIP.
+    trainable, train_logit_scale, max_logit_scale, crop_scale, optim: as in LaTTe-CLIP
+        (``optim.grad_accum`` must stay 1).
     """
 
     prototype_template: str | None = None
@@ -510,6 +527,7 @@ class FlypPLConfig:
             self.optim = OptimConfig(**self.optim)
         self.trainable = tuple(self.trainable)
         self.crop_scale = tuple(self.crop_scale)
+        _refuse_grad_accum("flyp-pl", self.optim)
 
 
 class FlypTrainer(_Trainer):

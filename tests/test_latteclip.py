@@ -274,3 +274,27 @@ def test_no_latteclip_recipe_suggests_grad_accum():
         assert "grad_accum" not in path.read_text(), path.name
         optim = (yaml.safe_load(path.read_text()).get("params") or {}).get("optim") or {}
         assert optim.get("grad_accum", 1) == 1, path.name
+
+
+def test_data_set_recipes_zero_shot_classifier_is_the_official_template_set():
+    """The official y_zs classifier is ``build_zero_shot_classifier`` over the data set's
+    ``templates`` list, one prompt per data set, the same as ``templates[0]`` (LatteCLIP
+    ``src/training/abo.py``). The recipes' ``texts`` and ``label_texts`` must give exactly the
+    prototype prompt per class (CoOp's EuroSAT prompt, e.g., is not LaTTe-CLIP's)."""
+    import yaml
+
+    from labelless.text import build_texts
+
+    root = Path(__file__).resolve().parents[1] / "recipes" / "latteclip"
+    checked = 0
+    for path in sorted(root.glob("*.yaml")):
+        recipe = yaml.safe_load(path.read_text())
+        template = (recipe.get("params") or {}).get("prototype_template")
+        if "testbed" in path.name or template is None:
+            continue
+        classes = ["river", "annual crop"]
+        for key in ("texts", "label_texts"):
+            if key in recipe:
+                assert build_texts(recipe[key], classes) == {c: [template.replace("{c}", c)] for c in classes}, (path.name, key)
+        checked += 1
+    assert checked >= 11

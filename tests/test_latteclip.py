@@ -298,3 +298,13 @@ def test_data_set_recipes_zero_shot_classifier_is_the_official_template_set():
                 assert build_texts(recipe[key], classes) == {c: [template.replace("{c}", c)] for c in classes}, (path.name, key)
         checked += 1
     assert checked >= 11
+
+
+def test_data_set_recipes_train_on_train_plus_val():
+    """The paper (and the official preprocessing, ``data_train = train + val``) trains on CoOp's
+    train + val splits: every data-set recipe's command line joins them."""
+    root = Path(__file__).resolve().parents[1] / "recipes" / "latteclip"
+    recipes = [p for p in sorted(root.glob("*.yaml")) if "testbed" not in p.name and "flyp" not in p.name]
+    assert len(recipes) >= 10
+    for path in recipes:
+        assert ",split=train+val" in path.read_text(), path.name

@@ -308,3 +308,28 @@ def test_data_set_recipes_train_on_train_plus_val():
     assert len(recipes) >= 10
     for path in recipes:
         assert ",split=train+val" in path.read_text(), path.name
+
+
+def test_flyp_pl_pseudo_label_switch(tiny_backbone, colour_folder, tmp_path):
+    """``recalculated`` (paper, default): the current model's prediction with the training
+    prompts; ``zeroshot`` (official code): the frozen initial model's zero-shot class with the
+    class texts, fixed however the model moves."""
+    assert L.FlypPLConfig().pseudo_labels == "recalculated"
+    with pytest.raises(ConfigError, match="pseudo_labels"):
+        L.FlypPLConfig(pseudo_labels="frozen")
+    ctx = _ctx(tiny_backbone, colour_folder, tmp_path / "z")
+    zs = L.zero_shot_labels(ctx)[0]
+    official = L.FlypTrainer(ctx, L.FlypPLConfig(pseudo_labels="zeroshot"))
+    paper = L.FlypTrainer(ctx, L.FlypPLConfig())
+    assert paper.zs_labels is None and torch.equal(official.zs_labels, zs)
+    ds = official.dataset_for_epoch(0)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in tiny_backbone.model.parameters():  # the model moves away from its start
+            p.add_(0.5 * torch.randn_like(p))
+        img = official.images(batch)
+        prompts = F.normalize(tiny_backbone.encode_text(paper.class_prompts), dim=-1)
+    assert torch.equal(official.pseudo_labels(img, batch["index"]), zs[batch["index"]])
+    assert torch.equal(paper.pseudo_labels(img, batch["index"]), (img @ prompts.T).argmax(-1))
+    assert not torch.equal(paper.pseudo_labels(img, batch["index"]), zs[batch["index"]])

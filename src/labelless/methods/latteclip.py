@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -510,11 +511,16 @@ class FlypPLConfig:
     every weight update"); inference is zero-shot with the fine-tuned model on the label texts.
     Same hyper-parameters as LaTTe-CLIP; no weight ensembling (paper).
 
+    pseudo_labels: ``recalculated`` (default, the paper: the current model's prediction with
+        the training prompts, every step) or ``zeroshot`` (the official code,
+        ``train_one_epoch_original_clip``: the frozen initial model's zero-shot class with the
+        class texts ``texts``, computed once, as LaTTe-CLIP's ``y_zs``).
     prototype_template: the training prompt (None: each class's first label text).
     trainable, train_logit_scale, max_logit_scale, crop_scale, optim: as in LaTTe-CLIP
         (``optim.grad_accum`` must stay 1).
     """
 
+    pseudo_labels: Literal["recalculated", "zeroshot"] = "recalculated"
     prototype_template: str | None = None
     trainable: tuple[str, ...] = ("all",)
     train_logit_scale: bool = True
@@ -528,6 +534,10 @@ class FlypPLConfig:
         self.trainable = tuple(self.trainable)
         self.crop_scale = tuple(self.crop_scale)
         _refuse_grad_accum("flyp-pl", self.optim)
+        if self.pseudo_labels not in ("recalculated", "zeroshot"):
+            raise ConfigError(
+                f"flyp-pl: pseudo_labels must be recalculated or zeroshot, got {self.pseudo_labels!r}"
+            )
 
 
 class FlypTrainer(_Trainer):
@@ -536,6 +546,8 @@ class FlypTrainer(_Trainer):
         self.cfg = cfg
         self.class_prompts = _class_prompts(ctx, cfg.prototype_template)
         self.seed = ctx.rt.seed
+        # official variant: the frozen initial model's zero-shot classes, computed once
+        self.zs_labels = zero_shot_labels(ctx)[0] if cfg.pseudo_labels == "zeroshot" else None
         self._correct = 0
         self._count = 0
 
@@ -549,11 +561,18 @@ class FlypTrainer(_Trainer):
         self._correct = self._count = 0
         return row
 
+    @torch.no_grad()
+    def pseudo_labels(self, img: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Pseudo-labels ``(B,)`` of the images with embeddings ``img (B, d)`` and data set
+        indices ``index (B,)`` (see ``FlypPLConfig.pseudo_labels``)."""
+        if self.zs_labels is not None:
+            return self.zs_labels[index.cpu()].to(self.device)
+        cls_emb = self.backbone.encode_text(self.class_prompts)  # (C, d), current model
+        return (img.detach().float() @ cls_emb.float().T).argmax(-1)  # (B,)
+
     def training_step(self, batch, step: int) -> dict:
         img = self.images(batch)  # (B, d)
-        with torch.no_grad():
-            cls_emb = self.backbone.encode_text(self.class_prompts)  # (C, d), current model
-            y = (img.detach() @ cls_emb.T).argmax(-1)  # (B,)
+        y = self.pseudo_labels(img, batch["index"])  # (B,)
         strings = [self.class_prompts[int(k)] for k in y]
         emb, index = self.encode_strings(strings)
         t = emb[torch.tensor([index[s] for s in strings], device=self.device)]  # (B, d)

@@ -145,7 +145,7 @@ def test_training_step_prototype_update_equals_formula(tiny_backbone, colour_fol
 
 def test_without_mixer_uses_equal_weights(tiny_backbone, colour_folder, tmp_path):
     caps, groups = _texts_files(tmp_path, colour_folder)
-    cfg = L.LatteCLIPConfig(captions=str(caps), groups=str(groups), mixer=False, loss_ft=0.0)
+    cfg = L.LatteCLIPConfig(captions=str(caps), groups=str(groups), mixer=False, loss_ft=0.0, loss_form="separate")
     tr = L.LatteCLIP(cfg).build_trainer(_ctx(tiny_backbone, colour_folder, tmp_path / "r"))
     ds = tr.dataset_for_epoch(0)
     batch = torch.utils.data.default_collate([ds[i] for i in (1, 8)])
@@ -333,3 +333,31 @@ def test_flyp_pl_pseudo_label_switch(tiny_backbone, colour_folder, tmp_path):
     assert torch.equal(official.pseudo_labels(img, batch["index"]), zs[batch["index"]])
     assert torch.equal(paper.pseudo_labels(img, batch["index"]), (img @ prompts.T).argmax(-1))
     assert not torch.equal(paper.pseudo_labels(img, batch["index"]), zs[batch["index"]])
+
+
+@pytest.mark.parametrize("w_ft, w_zs", [(1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (0.5, 2.0)])
+def test_loss_forms_official_and_separate(tiny_backbone, colour_folder, tmp_path, w_ft, w_zs):
+    """official: ``w_ft * (L_ft + w_zs * L_zs)`` with both branches always updating the
+    prototypes (so w_ft = 0, Table 3 "w/o L_ft", trains only the prototypes); separate:
+    ``w_ft * L_ft + w_zs * L_zs`` with a zero-weight branch skipped. Same at 1, 1."""
+    caps, groups = _texts_files(tmp_path, colour_folder)
+    results = {}
+    for form in ("official", "separate"):
+        cfg = L.LatteCLIPConfig(captions=str(caps), groups=str(groups), loss_ft=w_ft, loss_zs=w_zs, loss_form=form)
+        tr = L.LatteCLIP(cfg).build_trainer(_ctx(tiny_backbone, colour_folder, tmp_path / form))
+        ds = tr.dataset_for_epoch(0)
+        batch = torch.utils.data.default_collate([ds[i] for i in (0, 5, 9, 14)])
+        bank0 = tr.bank.clone()
+        out = tr.training_step(batch, 0)
+        results[form] = (out, bank0, tr.bank.clone())
+    out, bank0, bank1 = results["official"]
+    torch.testing.assert_close(out["loss"], w_ft * (out["loss_ft"] + w_zs * out["loss_zs"]))
+    assert not torch.equal(bank1, bank0)
+    sep, _, sep_bank = results["separate"]
+    expected = sum(w * sep[f"loss_{n}"] for n, w in (("ft", w_ft), ("zs", w_zs)) if w > 0)
+    torch.testing.assert_close(sep["loss"], expected)
+    assert ("loss_ft" in sep) == (w_ft > 0) and ("loss_zs" in sep) == (w_zs > 0)
+    if w_ft == 1.0 and w_zs == 1.0:
+        assert torch.equal(out["loss"], sep["loss"]) and torch.equal(bank1, sep_bank)
+    if w_ft == 0.0:
+        assert float(out["loss"].detach()) == 0.0 and float(sep["loss"].detach()) > 0.0

@@ -252,8 +252,13 @@ class LatteCLIPConfig:
     mixer: dynamic feature mixer; False gives every text weight 1 (Table 3 "w/o Dynamic Feature
         Mixer").
     loss_ft, loss_zs: weights of the contrastive losses on the fine-tuned and zero-shot
-        pseudo-labels (0 = Table 3 "w/o L_ft" / "w/o L_zs"; a disabled branch also stops
-        updating the prototypes, *ours*).
+        pseudo-labels (0 = Table 3 "w/o L_ft" / "w/o L_zs"; see ``loss_form``).
+    loss_form: how the weights combine. ``official`` (default; the official code's
+        ``--use_finetune_pseudolabel`` / ``--use_zeroshot_pseudolabel``):
+        ``loss_ft * (L_ft + loss_zs * L_zs)``, both branches always computed and always updating
+        the prototypes, so ``loss_ft = 0`` trains nothing but the prototypes; ``separate``
+        (*ours*): ``loss_ft * L_ft + loss_zs * L_zs``, and a branch with weight 0 is skipped (no
+        loss, no prototype update). Identical at the default weights 1, 1.
     alpha: text share of the prototype-text embedding (code ``--alpha 0.01``; paper "0.99" on
         the prototype).
     momentum: None = the official update (normalised mean of the mixed texts, an EMA with
@@ -278,6 +283,7 @@ class LatteCLIPConfig:
     mixer: bool = True
     loss_ft: float = 1.0
     loss_zs: float = 1.0
+    loss_form: Literal["official", "separate"] = "official"
     alpha: float = 0.01
     momentum: float | None = None
     prototype_template: str | None = None
@@ -298,6 +304,8 @@ class LatteCLIPConfig:
             raise ConfigError("latteclip: enable at least one of use_class, use_image, use_group")
         if self.loss_ft < 0 or self.loss_zs < 0 or self.loss_ft + self.loss_zs == 0:
             raise ConfigError("latteclip: loss_ft and loss_zs must be >= 0 and not both 0")
+        if self.loss_form not in ("official", "separate"):
+            raise ConfigError(f"latteclip: loss_form must be official or separate, got {self.loss_form!r}")
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"latteclip: alpha must be in [0, 1], got {self.alpha}")
         if self.momentum is not None and not 0 <= self.momentum <= 1:
@@ -396,10 +404,11 @@ class LatteTrainer(_Trainer):
             y_ft = (img.detach().float() @ F.normalize(self.bank, dim=-1).T).argmax(-1)  # (B,)
         y_zs = self.zs_labels[batch["index"]].to(self.device)  # (B,)
         zs = y_zs.tolist()
-        branches = []
-        if cfg.loss_ft > 0:
+        official = cfg.loss_form == "official"
+        branches = []  # the official form always runs both branches (and updates P from both)
+        if official or cfg.loss_ft > 0:
             branches.append(("ft", cfg.loss_ft, y_ft))
-        if cfg.loss_zs > 0:
+        if official or cfg.loss_zs > 0:
             branches.append(("zs", cfg.loss_zs, y_zs))
         rows = {name: self.branch_texts(y, idx, zs) for name, _, y in branches}
         strings = [s for r in rows.values() for row in r for s in row if s is not None]
@@ -407,17 +416,20 @@ class LatteTrainer(_Trainer):
         scale = self.scale()
         out: dict[str, torch.Tensor] = {}
         loss = img.new_zeros(())
+        parts: dict[str, torch.Tensor] = {}
         updates_t, updates_tbar, updates_y = [], [], []
         img_all = gather_cat(img)  # (W*B, d): contrastive negatives from every rank's batch
         for name, weight, y in branches:
             t, t_bar = self.mixed(rows[name], emb, index, y)
-            part = clip_contrastive_loss(img_all, gather_cat(t), scale)
+            part = parts[name] = clip_contrastive_loss(img_all, gather_cat(t), scale)
             loss = loss + weight * part
             out[f"loss_{name}"] = part.detach()
             # the prototype update sees the global batch, so every rank keeps the same bank
             updates_t.append(gather_cat(t.detach()))
             updates_tbar.append(gather_cat(t_bar.detach()))
             updates_y.append(gather_cat(y))
+        if official:  # the official code: w_ft * (L_ft + w_zs * L_zs) (train.py, train_one_epoch_v2)
+            loss = cfg.loss_ft * (parts["ft"] + cfg.loss_zs * parts["zs"])
         labels = torch.cat(updates_y)
         if cfg.momentum is None:
             self.bank = prototype_update(self.bank, torch.cat(updates_t).float(), labels)

@@ -275,3 +275,34 @@ def test_running_fairness_mean_restarts_every_epoch(colour_folder, tmp_path, mon
     monkeypatch.setattr(fair_mod, "fairness_loss", spy)
     loop.run()
     assert seen == [True, False, True, False]  # 18 images, batch 9: two steps per epoch
+
+
+def test_precision_setting_and_fp32_pseudo_labels(colour_folder, tmp_path, monkeypatch):
+    """FAIR runs in fp32 by default (the paper); with optim.precision=bf16 its encoder forwards
+    autocast (exercised on CPU), while LAS scores, argmax, margins and weights stay fp32 even
+    inside the loop's bf16 autocast."""
+    assert FairConfig().optim.precision == "fp32"
+    ctx = _ctx(colour_folder, tmp_path / "r")
+    trainer, loop = build_fair(ctx, _cfg(optim={"precision": "bf16", "epochs": 1, "batch_size": 9}))
+    assert loop.precision == "bf16"
+    batch = next(iter(torch.utils.data.DataLoader(loop.dataset_for_epoch(0), batch_size=5)))
+    emb = torch.nn.functional.normalize(torch.randn(5, 5, ctx.backbone.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    cls = torch.randn(5, 5, 16, generator=torch.Generator().manual_seed(1))
+    dtypes = []
+
+    def fixed(backbone, views, tokens=False):
+        dtypes.append(backbone.encode_image(views.flatten(0, 1)[:1]).embeds.dtype)  # the forward's precision
+        return emb, cls
+
+    monkeypatch.setattr(fair_mod, "encode_views", fixed)
+    plain = trainer.pseudo_labels(batch["views"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as inside the loop's training step
+        mixed = trainer.pseudo_labels(batch["views"])
+    assert dtypes == [torch.bfloat16, torch.bfloat16]  # the encoder forward honours bf16
+    for key in ("scores", "w", "margin", "ambiguity"):
+        assert mixed[key].dtype == torch.float32, key
+        assert torch.equal(mixed[key], plain[key]), key
+    assert torch.equal(mixed["y"], plain["y"])
+    monkeypatch.undo()
+    hist = loop.run()  # a whole bf16 epoch on CPU
+    assert math.isfinite(hist[0]["loss"])

@@ -361,3 +361,40 @@ def test_loss_forms_official_and_separate(tiny_backbone, colour_folder, tmp_path
         assert torch.equal(out["loss"], sep["loss"]) and torch.equal(bank1, sep_bank)
     if w_ft == 0.0:
         assert float(out["loss"].detach()) == 0.0 and float(sep["loss"].detach()) > 0.0
+
+
+def test_pseudo_labels_and_mixer_weights_stay_fp32_under_bf16_autocast(tiny_backbone, colour_folder, tmp_path,
+                                                                       monkeypatch):
+    """Inside the loop's bf16 autocast (exercised on CPU) FLYP-PL's argmax and LaTTe-CLIP's
+    top1 - top2 mixer weights are computed in fp32: a margin of 1e-4, far below bf16's
+    resolution, still decides."""
+    ctx = _ctx(tiny_backbone, colour_folder, tmp_path / "p")
+    flyp = L.FlypTrainer(ctx, L.FlypPLConfig())
+    d = tiny_backbone.embed_dim
+    e0, e1 = torch.eye(d)[0], torch.eye(d)[1]
+    classes = torch.stack([e0, F.normalize(e0 + 0.02 * e1, dim=0), -e0])  # (3, d)
+    img = F.normalize(e0 + 0.015 * e1, dim=0)[None]  # closer to class 1 by ~1e-4
+    monkeypatch.setattr(tiny_backbone, "encode_text", lambda texts: classes)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = flyp.pseudo_labels(img, torch.tensor([0]))
+        naive = (img @ classes.T).argmax(-1)  # what bf16 autocast alone gives
+    assert int(y) == 1 and int(naive) != 1
+    monkeypatch.undo()
+
+    caps, groups = _texts_files(tmp_path, colour_folder)
+    tr = L.LatteCLIP(L.LatteCLIPConfig(captions=str(caps), groups=str(groups))).build_trainer(ctx)
+    seen = []
+    real = L.mixer_weights
+
+    def spy(texts, prototypes, mask=None):
+        w = real(texts, prototypes, mask)
+        seen.append((torch.is_autocast_enabled("cpu"), w.dtype))
+        return w
+
+    monkeypatch.setattr(L, "mixer_weights", spy)
+    ds = tr.dataset_for_epoch(0)
+    batch = torch.utils.data.default_collate([ds[i] for i in (0, 5, 9)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tr.training_step(batch, 0)
+    assert seen and all(state == (False, torch.float32) for state in seen)
+    assert torch.isfinite(out["loss"].float())

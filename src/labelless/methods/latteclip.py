@@ -36,6 +36,7 @@ from labelless.backbones import select_trainable
 from labelless.data.features import ViewDataset, extract_features
 from labelless.engine import OptimConfig, TrainLoop
 from labelless.engine.distributed import gather_cat
+from labelless.engine.precision import full_precision
 from labelless.errors import ConfigError
 from labelless.methods.base import Classifier, FitContext, FitResult, Method, Runtime
 from labelless.registry import CLASSIFIERS, METHODS
@@ -57,7 +58,9 @@ log = logging.getLogger(__name__)
 def latte_optim() -> OptimConfig:
     """OpenCLIP fine-tuning defaults as LaTTe-CLIP's scripts run them (paper + code): AdamW,
     lr 1e-7, wd 0.2 (none on gains/biases/logit scale), betas (0.9, 0.98), eps 1e-6, batch 512,
-    cosine with warm-up. Epochs/warm-up depend on the data set (see ``recipes/latteclip``)."""
+    cosine with warm-up. Epochs/warm-up depend on the data set (see ``recipes/latteclip``).
+    Precision ``auto``: bf16 autocast on CUDA (the official code trains with OpenCLIP's AMP),
+    fp32 on CPU; pseudo-labels and mixer weights are fp32 whatever the setting."""
     return OptimConfig(
         optimizer="adamw", lr=1e-7, weight_decay=0.2, no_decay="1d", betas=(0.9, 0.98), eps=1e-6,
         epochs=50, batch_size=512, warmup_steps=10,
@@ -388,7 +391,8 @@ class LatteTrainer(_Trainer):
         mask = torch.tensor([[s is not None for s in r] for r in rows], device=self.device)
         texts = emb[ids] * mask.unsqueeze(-1).to(emb.dtype)  # (B, 3, d)
         if self.cfg.mixer:
-            w = mixer_weights(texts, self.mixer_bank.to(emb.dtype), mask)  # (B, 3)
+            with full_precision(self.device):  # top1 - top2 margins in fp32 always
+                w = mixer_weights(texts, self.mixer_bank, mask).float()  # (B, 3)
         else:
             w = mask.to(emb.dtype)
         t_bar = mix_texts(texts, w)  # (B, d)
@@ -400,7 +404,7 @@ class LatteTrainer(_Trainer):
         cfg = self.cfg
         idx = batch["index"].tolist()
         img = self.images(batch)  # (B, d)
-        with torch.no_grad():
+        with torch.no_grad(), full_precision(self.device):
             y_ft = (img.detach().float() @ F.normalize(self.bank, dim=-1).T).argmax(-1)  # (B,)
         y_zs = self.zs_labels[batch["index"]].to(self.device)  # (B,)
         zs = y_zs.tolist()
@@ -580,7 +584,8 @@ class FlypTrainer(_Trainer):
         if self.zs_labels is not None:
             return self.zs_labels[index.cpu()].to(self.device)
         cls_emb = self.backbone.encode_text(self.class_prompts)  # (C, d), current model
-        return (img.detach().float() @ cls_emb.float().T).argmax(-1)  # (B,)
+        with full_precision(self.device):  # the argmax in fp32 always
+            return (img.detach().float() @ cls_emb.float().T).argmax(-1)  # (B,)
 
     def training_step(self, batch, step: int) -> dict:
         img = self.images(batch)  # (B, d)

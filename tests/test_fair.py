@@ -306,3 +306,31 @@ def test_precision_setting_and_fp32_pseudo_labels(colour_folder, tmp_path, monke
     monkeypatch.undo()
     hist = loop.run()  # a whole bf16 epoch on CPU
     assert math.isfinite(hist[0]["loss"])
+
+
+def test_kadaptation_tuner_artifact_predicts_the_same(colour_folder, tmp_path):
+    """FAIR with the K-Adaptation tuner: only its factors (and the anchors) train; the saved
+    artifact (merged attention weights) predicts what the fitted model predicts."""
+    out = tmp_path / "run"
+    res = run(RunConfig(
+        method="fair", model=TINY, data=f"imagefolder:root={colour_folder}", texts="names", out=str(out),
+        params={"n_crops": 4, "k": 2, "tuner": "kadaptation", "tuner_options": {"n": 4, "r": 1},
+                "optim": {"epochs": 1, "batch_size": 9, "lr": 1e-2}},
+        runtime=Runtime(device="cpu", progress=False, cache_dir=str(tmp_path / "cache")),
+    ))
+    tuned = res["fit"].tuned
+    assert tuned and all(n.endswith(("attn.in_proj_weight", "attn.out_proj.weight")) for n in tuned)
+    base = dict(load_backbone(TINY).model.named_parameters())
+    assert any(not torch.equal(t, base[n]) for n, t in tuned.items())
+    ds = build_dataset(f"imagefolder:root={colour_folder}")
+    rt = Runtime(device="cpu", progress=False, cache_dir=str(tmp_path / "cache"))
+    clf2, bb2 = load_classifier(out / "classifier")
+    logits2 = clf2.predict(bb2, ds, rt)
+    bb = load_backbone(TINY)  # a fresh base model + the merged tensors == the loaded artifact
+    with torch.no_grad():
+        own = dict(bb.model.named_parameters())
+        for n, t in tuned.items():
+            own[n].copy_(t)
+    torch.testing.assert_close(clf2.predict(bb, ds, rt), logits2, rtol=0, atol=0)
+    torch.testing.assert_close(res["fit"].classifier.predict(bb, ds, rt), logits2, rtol=1e-6, atol=1e-5)
+    assert not torch.equal(clf2.predict(load_backbone(TINY), ds, rt), logits2)

@@ -132,7 +132,8 @@ class FairConfig:
         ``weak`` (random crop + flip [DPA]) or ``rrc`` (RandomResizedCrop + flip: FAIR-g [paper]).
     strong_scale: RandomResizedCrop scale of the strong view [DPA (0.3, 1)].
     randaug_n, randaug_m: RandAugment ops and magnitude of the strong view [DPA rand-m9, n=2].
-    tuner: backbone parameters to train: ``layernorm`` [paper], ``lora``, ``full`` (TUNERS).
+    tuner: backbone parameters to train: ``layernorm`` [paper], ``lora``, ``kadaptation``,
+        ``full`` (TUNERS).
     tuner_options: keyword options of the tuner (e.g. ``{r: 8}`` for lora).
     train_anchors: learn the anchors (True [paper]) or keep them at their initialisation.
     optim: optimiser/schedule [paper: AdamW, cosine, batch 32, 15 epochs, lr 5e-5];

@@ -36,7 +36,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def bench_one(backbone, n: int, k: int, batch: int, steps: int, warmup: int, amp: bool) -> dict:
     device = backbone.device
-    cfg = FairConfig(n_crops=n, k=k, amp=amp)
+    cfg = FairConfig(n_crops=n, k=k)
+    cfg.optim.precision = "bf16" if amp else "fp32"  # the run's one precision setting
     for p in backbone.model.parameters():
         p.requires_grad_(False)
     tuner = build_tuner(backbone, "layernorm")
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch-size", type=int, default=None, help="images per step (default 32; quick: 4)")
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA)")
+    ap.add_argument("--amp", action="store_true", help="optim.precision=bf16 (bfloat16 autocast)")
     ap.add_argument("--archs", nargs="*", default=list(ARCHS), choices=list(ARCHS))
     args = ap.parse_args(argv)
     ns, ks = ([4, 8], [2, 4]) if args.quick else ([4, 8, 16, 32], [2, 4, 8])

@@ -85,6 +85,30 @@ def test_deft_unclean_sample_uses_argmax_label():
     assert float(out["cls"]) == 0.0  # no clean sample in the batch
 
 
+def test_deft_negative_log_clamp_saturates():
+    """neg_log=clamp (DeFT): log(max(p, 1e-5)), constant with zero gradient below 1e-5;
+    eps (ours, the default): log(p + 1e-8), still moving. Equal where p is far from 0."""
+    s_pos = torch.tensor([[0.0, 30.0]])  # y = 1 clean with p_yes = sigmoid(30): 1 - p ~ 1e-13
+    s_neg = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    y, comp = torch.tensor([1]), torch.tensor([0])
+    p_yes = torch.sigmoid(s_pos.detach() - s_neg.detach())[0]  # (C,)
+    clamp = deft_losses(s_pos, s_neg, y, comp, warmup=False, neg_log="clamp")
+    eps = deft_losses(s_pos, s_neg, y, comp, warmup=False, neg_log="eps")
+    expect_clamp = -torch.log(1 - p_yes[0]) - torch.log(torch.tensor(1.0 - 1e-13).clamp_min(1e-5))
+    torch.testing.assert_close(clamp["neg"].detach(), expect_clamp)
+    torch.testing.assert_close(eps["neg"].detach(), -torch.log(1 - p_yes[0] + 1e-8) - torch.log(p_yes[1] + 1e-8))
+    # make the complementary class's p_yes ~ 1: 1 - p below the clamp floor
+    s_neg2 = torch.tensor([[-40.0, 0.0]], requires_grad=True)
+    c2 = deft_losses(s_pos, s_neg2, y, comp, warmup=False, neg_log="clamp")
+    torch.testing.assert_close(c2["neg"].detach(), -math.log(1e-5) - torch.log(torch.sigmoid(torch.tensor(30.0))))
+    c2["neg"].backward()
+    assert s_neg2.grad[0, 0] == 0  # saturated: no gradient through the clamped term
+    e2 = deft_losses(s_pos, s_neg2.detach().requires_grad_(), y, comp, warmup=False)
+    assert e2["neg"] > c2["neg"] and torch.isfinite(e2["neg"])
+    with pytest.raises(ValueError, match="neg_log"):
+        deft_losses(s_pos, s_neg, y, comp, warmup=False, neg_log="softplus")
+
+
 def test_complementary_labels_differ():
     y = torch.arange(5).repeat(20)
     comp = complementary_labels(y, 5, torch.Generator().manual_seed(0))
@@ -199,6 +223,36 @@ def _batch(n=4, size=32):
     return {"views": {"img": torch.randn(n, 1, 3, size, size, generator=g),
                       "key": torch.randn(n, 1, 3, size, size, generator=g)},
             "label": torch.full((n,), -1), "index": torch.arange(n)}
+
+
+def test_phase1_warns_about_batches_without_a_clean_sample(small_cfg, lablog):
+    """After warm-up a batch whose samples are all unclean gets L_cls = 0 (DeFT: NaN): counted,
+    and one warning per epoch says how many; warm-up batches are never counted."""
+    assert CoFTConfig().neg_log == "eps"  # the default stays ours until measured on the dev suite
+    with pytest.raises(ConfigError, match="neg_log"):
+        CoFTConfig(neg_log="log1p")
+    bb = load_backbone(TINY)
+    for p in bb.model.parameters():
+        p.requires_grad_(False)
+    text = torch.nn.functional.normalize(torch.randn(3, bb.embed_dim), dim=-1)
+    p1 = Phase1(bb, small_cfg, ["a", "b", "c"], torch.tensor([0, 1, 2, 0]), torch.arange(4), None, 100.0, text,
+                seed=0, n_train=4)
+    real = p1.logits
+
+    def unclean(out):  # the negative logits dominate: p_yes < 0.5 for every class
+        s_pos, s_neg, h = real(out)
+        return s_pos, s_pos.detach() + 5.0, h
+
+    p1.logits = unclean
+    out = p1.training_step(_batch(), step=0)
+    assert float(out["batch_clean"]) == 0.0 and float(out["cls"]) == 0.0
+    assert p1._no_clean == 1
+    p1.on_epoch_end(1)
+    assert "1 batch(es) had no clean sample" in lablog.text
+    assert p1._no_clean == 0
+    small_cfg.warmup_epochs = 1
+    p1.training_step(_batch(), step=0)  # warm-up: every sample counts as clean
+    assert p1._no_clean == 0
 
 
 def test_phase1_gradients_reach_exactly_prompts_adapter_head(small_cfg):

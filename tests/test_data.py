@@ -567,3 +567,47 @@ def test_limit_option_takes_a_fixed_subset_of_any_data_set(tmp_path):
     for bad in ("0", "x"):
         with pytest.raises(DataError, match="limit must be a positive integer"):
             build_dataset(f"imagefolder:root={root},limit={bad}")
+
+
+def _tiny_eurosat(root: Path) -> Path:
+    """A CoOp-style EuroSAT root with two classes and 2/1/1 images in train/val/test."""
+    from PIL import Image
+
+    entries = {"train": [], "val": [], "test": []}
+    for label, cls in enumerate(["Forest", "River"]):
+        for i, split in enumerate(["train", "train", "val", "test"]):
+            rel = f"{cls}/{cls}_{i}.jpg"
+            (root / "2750" / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (label * 200, 50, 50)).save(root / "2750" / rel)
+            entries[split].append([rel, label, cls])
+    (root / "split_zhou_EuroSAT.json").write_text(json.dumps(entries))
+    return root
+
+
+def test_split_plus_joins_splits_in_order(tmp_path):
+    root = _tiny_eurosat(tmp_path / "eurosat")
+    train = build_dataset(f"eurosat:root={root},split=train")
+    val = build_dataset(f"eurosat:root={root},split=val")
+    both = build_dataset(f"eurosat:root={root},split=train+val")
+    assert both.records == train.records + val.records and len(both) == 6
+    assert both.split == "train+val" and both.classnames == train.classnames
+    assert [m["split"] for m in both.meta["joined"]] == ["train", "val"]
+    assert both.fingerprint() not in {train.fingerprint(), val.fingerprint()}  # its own cache key
+    assert len(build_dataset(f"eurosat:root={root},split=train+val,limit=3")) == 3
+    with pytest.raises(DataError, match="distinct splits"):
+        build_dataset(f"eurosat:root={root},split=train+train")
+    with pytest.raises(DataError, match="train, val, test"):
+        build_dataset(f"eurosat:root={root},split=train+dev")
+
+
+def test_joined_splits_refuse_overlap_and_class_mismatch(tmp_path):
+    from labelless.data import join_splits
+
+    root = _tiny_eurosat(tmp_path / "eurosat")
+    train = build_dataset(f"eurosat:root={root},split=train")
+    with pytest.raises(DataError, match="overlap"):
+        join_splits([train, train.subset([0])], "eurosat")
+    other = train.subset([0])
+    other.classnames = ["Forest", "Lake"]
+    with pytest.raises(DataError, match="different class lists"):
+        join_splits([train, other], "eurosat")

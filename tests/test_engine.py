@@ -307,3 +307,33 @@ def test_config_errors(tmp_path):
     m.model.requires_grad_(False)
     with pytest.raises(ConfigError, match="nothing to train"):
         _loop(m, tmp_path, _cfg())
+
+
+class _PrecisionProbe(ToyMethod):
+    """Records the dtype of its linear layer's output inside each training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes = []
+
+    def training_step(self, batch, step):
+        self.dtypes.append(self.model[0](batch["x"]).dtype)
+        return super().training_step(batch, step)
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("auto", torch.float32),
+                                              ("bf16", torch.bfloat16)])
+def test_loop_honours_the_precision_setting_on_cpu(tmp_path, precision, dtype):
+    """optim.precision decides the autocast of the training step: bf16 autocasts on the trained
+    parameters' device (here the CPU, the branch GPUs run), fp32 never, auto only on CUDA."""
+    m = _PrecisionProbe()
+    hist = _loop(m, tmp_path, _cfg(epochs=1, precision=precision)).run()
+    assert set(m.dtypes) == {dtype} and math.isfinite(hist[0]["loss"])
+    from labelless.engine.precision import resolve_precision
+
+    assert resolve_precision("auto", "cuda") == "bf16" and resolve_precision("auto", "cpu") == "fp32"
+
+
+def test_precision_config_error():
+    with pytest.raises(ConfigError, match="precision"):
+        OptimConfig(precision="fp16")

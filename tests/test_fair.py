@@ -93,6 +93,18 @@ def test_losses_hand_computed():
     torch.testing.assert_close(loss2, -(math.log(0.6) + math.log(0.4)) / 2 / 0.5 * torch.ones(()))
 
 
+def test_fairness_running_form_matches_must():
+    """MUST (engine_self_training.py, m = 0.5): the first step of an epoch uses the batch mean
+    and already divides by 0.5; momentum 0 (the batch form) is unscaled and ignores ``running``."""
+    probs = torch.tensor([[0.9, 0.1], [0.5, 0.5]])
+    first, p1 = fairness_loss(probs, running=None, momentum=0.5)
+    torch.testing.assert_close(p1, torch.tensor([0.7, 0.3]))
+    torch.testing.assert_close(first, -(math.log(0.7) + math.log(0.3)) / 2 / 0.5 * torch.ones(()))
+    batch_form, p0 = fairness_loss(probs, running=torch.tensor([0.5, 0.5]), momentum=0.0)
+    torch.testing.assert_close(p0, torch.tensor([0.7, 0.3]))
+    torch.testing.assert_close(batch_form, -(math.log(0.7) + math.log(0.3)) / 2 * torch.ones(()))
+
+
 # ---- the method on a tiny model --------------------------------------------------------------
 
 def _ctx(root: Path, out: Path, backbone=None, resume=False) -> FitContext:
@@ -247,3 +259,78 @@ def test_lora_tuner_trains_adapters_and_merges(colour_folder, tmp_path):
     changed = {n for n in base if not torch.equal(after[n], base[n])}
     assert changed and changed <= set(tuned)
     assert all(".attn." in n or ".mlp." in n for n in changed)
+
+
+def test_running_fairness_mean_restarts_every_epoch(colour_folder, tmp_path, monkeypatch):
+    """With fairness_momentum > 0 the first step of every epoch starts without a running mean."""
+    ctx = _ctx(colour_folder, tmp_path / "run")
+    trainer, loop = build_fair(ctx, _cfg(fairness_momentum=0.5, optim={"epochs": 2, "batch_size": 9}))
+    seen = []
+    real = fair_mod.fairness_loss
+
+    def spy(probs, running=None, momentum=0.0):
+        seen.append(running is None)
+        return real(probs, running, momentum)
+
+    monkeypatch.setattr(fair_mod, "fairness_loss", spy)
+    loop.run()
+    assert seen == [True, False, True, False]  # 18 images, batch 9: two steps per epoch
+
+
+def test_precision_setting_and_fp32_pseudo_labels(colour_folder, tmp_path, monkeypatch):
+    """FAIR runs in fp32 by default (the paper); with optim.precision=bf16 its encoder forwards
+    autocast (exercised on CPU), while LAS scores, argmax, margins and weights stay fp32 even
+    inside the loop's bf16 autocast."""
+    assert FairConfig().optim.precision == "fp32"
+    ctx = _ctx(colour_folder, tmp_path / "r")
+    trainer, loop = build_fair(ctx, _cfg(optim={"precision": "bf16", "epochs": 1, "batch_size": 9}))
+    assert loop.precision == "bf16"
+    batch = next(iter(torch.utils.data.DataLoader(loop.dataset_for_epoch(0), batch_size=5)))
+    emb = torch.nn.functional.normalize(torch.randn(5, 5, ctx.backbone.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    cls = torch.randn(5, 5, 16, generator=torch.Generator().manual_seed(1))
+    dtypes = []
+
+    def fixed(backbone, views, tokens=False):
+        dtypes.append(backbone.encode_image(views.flatten(0, 1)[:1]).embeds.dtype)  # the forward's precision
+        return emb, cls
+
+    monkeypatch.setattr(fair_mod, "encode_views", fixed)
+    plain = trainer.pseudo_labels(batch["views"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as inside the loop's training step
+        mixed = trainer.pseudo_labels(batch["views"])
+    assert dtypes == [torch.bfloat16, torch.bfloat16]  # the encoder forward honours bf16
+    for key in ("scores", "w", "margin", "ambiguity"):
+        assert mixed[key].dtype == torch.float32, key
+        assert torch.equal(mixed[key], plain[key]), key
+    assert torch.equal(mixed["y"], plain["y"])
+    monkeypatch.undo()
+    hist = loop.run()  # a whole bf16 epoch on CPU
+    assert math.isfinite(hist[0]["loss"])
+
+
+def test_kadaptation_tuner_artifact_predicts_the_same(colour_folder, tmp_path):
+    """FAIR with the K-Adaptation tuner: only its factors (and the anchors) train; the saved
+    artifact (merged attention weights) predicts what the fitted model predicts."""
+    out = tmp_path / "run"
+    res = run(RunConfig(
+        method="fair", model=TINY, data=f"imagefolder:root={colour_folder}", texts="names", out=str(out),
+        params={"n_crops": 4, "k": 2, "tuner": "kadaptation", "tuner_options": {"n": 4, "r": 1},
+                "optim": {"epochs": 1, "batch_size": 9, "lr": 1e-2}},
+        runtime=Runtime(device="cpu", progress=False, cache_dir=str(tmp_path / "cache")),
+    ))
+    tuned = res["fit"].tuned
+    assert tuned and all(n.endswith(("attn.in_proj_weight", "attn.out_proj.weight")) for n in tuned)
+    base = dict(load_backbone(TINY).model.named_parameters())
+    assert any(not torch.equal(t, base[n]) for n, t in tuned.items())
+    ds = build_dataset(f"imagefolder:root={colour_folder}")
+    rt = Runtime(device="cpu", progress=False, cache_dir=str(tmp_path / "cache"))
+    clf2, bb2 = load_classifier(out / "classifier")
+    logits2 = clf2.predict(bb2, ds, rt)
+    bb = load_backbone(TINY)  # a fresh base model + the merged tensors == the loaded artifact
+    with torch.no_grad():
+        own = dict(bb.model.named_parameters())
+        for n, t in tuned.items():
+            own[n].copy_(t)
+    torch.testing.assert_close(clf2.predict(bb, ds, rt), logits2, rtol=0, atol=0)
+    torch.testing.assert_close(res["fit"].classifier.predict(bb, ds, rt), logits2, rtol=1e-6, atol=1e-5)
+    assert not torch.equal(clf2.predict(load_backbone(TINY), ds, rt), logits2)

@@ -145,7 +145,7 @@ def test_training_step_prototype_update_equals_formula(tiny_backbone, colour_fol
 
 def test_without_mixer_uses_equal_weights(tiny_backbone, colour_folder, tmp_path):
     caps, groups = _texts_files(tmp_path, colour_folder)
-    cfg = L.LatteCLIPConfig(captions=str(caps), groups=str(groups), mixer=False, loss_ft=0.0)
+    cfg = L.LatteCLIPConfig(captions=str(caps), groups=str(groups), mixer=False, loss_ft=0.0, loss_form="separate")
     tr = L.LatteCLIP(cfg).build_trainer(_ctx(tiny_backbone, colour_folder, tmp_path / "r"))
     ds = tr.dataset_for_epoch(0)
     batch = torch.utils.data.default_collate([ds[i] for i in (1, 8)])
@@ -252,3 +252,149 @@ def test_cli_set_flags_complete_a_config_that_is_only_valid_with_them(colour_fol
     params = json.loads((out / "results.json").read_text())["config"]["method"]  # the resolved config
     assert params["captions"] == str(caps) and params["groups"] == str(groups)
     assert params["optim"]["lr"] == 2e-5 and params["optim"]["epochs"] == 1 and params["optim"]["batch_size"] == 6
+
+
+def test_grad_accum_is_refused_with_the_reason():
+    """Accumulating micro-batches would shrink the contrastive negatives (and LaTTe-CLIP's
+    prototype update) to one micro-batch: refused, with the reason and the alternatives."""
+    accum = OptimConfig(batch_size=128, grad_accum=4)
+    for make in (lambda: L.LatteCLIPConfig(use_image=False, use_group=False, optim=accum),
+                 lambda: L.FlypPLConfig(optim=accum)):
+        with pytest.raises(ConfigError, match=r"grad_accum=4 .*negatives.*torchrun"):
+            make()
+    L.FlypPLConfig(optim=OptimConfig(batch_size=128, grad_accum=1))
+
+
+def test_no_latteclip_recipe_suggests_grad_accum():
+    import yaml
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes" / "latteclip").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        assert "grad_accum" not in path.read_text(), path.name
+        optim = (yaml.safe_load(path.read_text()).get("params") or {}).get("optim") or {}
+        assert optim.get("grad_accum", 1) == 1, path.name
+
+
+def test_data_set_recipes_zero_shot_classifier_is_the_official_template_set():
+    """The official y_zs classifier is ``build_zero_shot_classifier`` over the data set's
+    ``templates`` list, one prompt per data set, the same as ``templates[0]`` (LatteCLIP
+    ``src/training/abo.py``). The recipes' ``texts`` and ``label_texts`` must give exactly the
+    prototype prompt per class (CoOp's EuroSAT prompt, e.g., is not LaTTe-CLIP's)."""
+    import yaml
+
+    from labelless.text import build_texts
+
+    root = Path(__file__).resolve().parents[1] / "recipes" / "latteclip"
+    checked = 0
+    for path in sorted(root.glob("*.yaml")):
+        recipe = yaml.safe_load(path.read_text())
+        template = (recipe.get("params") or {}).get("prototype_template")
+        if "testbed" in path.name or template is None:
+            continue
+        classes = ["river", "annual crop"]
+        for key in ("texts", "label_texts"):
+            if key in recipe:
+                assert build_texts(recipe[key], classes) == {c: [template.replace("{c}", c)] for c in classes}, (path.name, key)
+        checked += 1
+    assert checked >= 11
+
+
+def test_data_set_recipes_train_on_train_plus_val():
+    """The paper (and the official preprocessing, ``data_train = train + val``) trains on CoOp's
+    train + val splits: every data-set recipe's command line joins them."""
+    root = Path(__file__).resolve().parents[1] / "recipes" / "latteclip"
+    recipes = [p for p in sorted(root.glob("*.yaml")) if "testbed" not in p.name and "flyp" not in p.name]
+    assert len(recipes) >= 10
+    for path in recipes:
+        assert ",split=train+val" in path.read_text(), path.name
+
+
+def test_flyp_pl_pseudo_label_switch(tiny_backbone, colour_folder, tmp_path):
+    """``recalculated`` (paper, default): the current model's prediction with the training
+    prompts; ``zeroshot`` (official code): the frozen initial model's zero-shot class with the
+    class texts, fixed however the model moves."""
+    assert L.FlypPLConfig().pseudo_labels == "recalculated"
+    with pytest.raises(ConfigError, match="pseudo_labels"):
+        L.FlypPLConfig(pseudo_labels="frozen")
+    ctx = _ctx(tiny_backbone, colour_folder, tmp_path / "z")
+    zs = L.zero_shot_labels(ctx)[0]
+    official = L.FlypTrainer(ctx, L.FlypPLConfig(pseudo_labels="zeroshot"))
+    paper = L.FlypTrainer(ctx, L.FlypPLConfig())
+    assert paper.zs_labels is None and torch.equal(official.zs_labels, zs)
+    ds = official.dataset_for_epoch(0)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in tiny_backbone.model.parameters():  # the model moves away from its start
+            p.add_(0.5 * torch.randn_like(p))
+        img = official.images(batch)
+        prompts = F.normalize(tiny_backbone.encode_text(paper.class_prompts), dim=-1)
+    assert torch.equal(official.pseudo_labels(img, batch["index"]), zs[batch["index"]])
+    assert torch.equal(paper.pseudo_labels(img, batch["index"]), (img @ prompts.T).argmax(-1))
+    assert not torch.equal(paper.pseudo_labels(img, batch["index"]), zs[batch["index"]])
+
+
+@pytest.mark.parametrize("w_ft, w_zs", [(1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (0.5, 2.0)])
+def test_loss_forms_official_and_separate(tiny_backbone, colour_folder, tmp_path, w_ft, w_zs):
+    """official: ``w_ft * (L_ft + w_zs * L_zs)`` with both branches always updating the
+    prototypes (so w_ft = 0, Table 3 "w/o L_ft", trains only the prototypes); separate:
+    ``w_ft * L_ft + w_zs * L_zs`` with a zero-weight branch skipped. Same at 1, 1."""
+    caps, groups = _texts_files(tmp_path, colour_folder)
+    results = {}
+    for form in ("official", "separate"):
+        cfg = L.LatteCLIPConfig(captions=str(caps), groups=str(groups), loss_ft=w_ft, loss_zs=w_zs, loss_form=form)
+        tr = L.LatteCLIP(cfg).build_trainer(_ctx(tiny_backbone, colour_folder, tmp_path / form))
+        ds = tr.dataset_for_epoch(0)
+        batch = torch.utils.data.default_collate([ds[i] for i in (0, 5, 9, 14)])
+        bank0 = tr.bank.clone()
+        out = tr.training_step(batch, 0)
+        results[form] = (out, bank0, tr.bank.clone())
+    out, bank0, bank1 = results["official"]
+    torch.testing.assert_close(out["loss"], w_ft * (out["loss_ft"] + w_zs * out["loss_zs"]))
+    assert not torch.equal(bank1, bank0)
+    sep, _, sep_bank = results["separate"]
+    expected = sum(w * sep[f"loss_{n}"] for n, w in (("ft", w_ft), ("zs", w_zs)) if w > 0)
+    torch.testing.assert_close(sep["loss"], expected)
+    assert ("loss_ft" in sep) == (w_ft > 0) and ("loss_zs" in sep) == (w_zs > 0)
+    if w_ft == 1.0 and w_zs == 1.0:
+        assert torch.equal(out["loss"], sep["loss"]) and torch.equal(bank1, sep_bank)
+    if w_ft == 0.0:
+        assert float(out["loss"].detach()) == 0.0 and float(sep["loss"].detach()) > 0.0
+
+
+def test_pseudo_labels_and_mixer_weights_stay_fp32_under_bf16_autocast(tiny_backbone, colour_folder, tmp_path,
+                                                                       monkeypatch):
+    """Inside the loop's bf16 autocast (exercised on CPU) FLYP-PL's argmax and LaTTe-CLIP's
+    top1 - top2 mixer weights are computed in fp32: a margin of 1e-4, far below bf16's
+    resolution, still decides."""
+    ctx = _ctx(tiny_backbone, colour_folder, tmp_path / "p")
+    flyp = L.FlypTrainer(ctx, L.FlypPLConfig())
+    d = tiny_backbone.embed_dim
+    e0, e1 = torch.eye(d)[0], torch.eye(d)[1]
+    classes = torch.stack([e0, F.normalize(e0 + 0.02 * e1, dim=0), -e0])  # (3, d)
+    img = F.normalize(e0 + 0.015 * e1, dim=0)[None]  # closer to class 1 by ~1e-4
+    monkeypatch.setattr(tiny_backbone, "encode_text", lambda texts: classes)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = flyp.pseudo_labels(img, torch.tensor([0]))
+        naive = (img @ classes.T).argmax(-1)  # what bf16 autocast alone gives
+    assert int(y) == 1 and int(naive) != 1
+    monkeypatch.undo()
+
+    caps, groups = _texts_files(tmp_path, colour_folder)
+    tr = L.LatteCLIP(L.LatteCLIPConfig(captions=str(caps), groups=str(groups))).build_trainer(ctx)
+    seen = []
+    real = L.mixer_weights
+
+    def spy(texts, prototypes, mask=None):
+        w = real(texts, prototypes, mask)
+        seen.append((torch.is_autocast_enabled("cpu"), w.dtype))
+        return w
+
+    monkeypatch.setattr(L, "mixer_weights", spy)
+    ds = tr.dataset_for_epoch(0)
+    batch = torch.utils.data.default_collate([ds[i] for i in (0, 5, 9)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tr.training_step(batch, 0)
+    assert seen and all(state == (False, torch.float32) for state in seen)
+    assert torch.isfinite(out["loss"].float())

@@ -268,6 +268,20 @@ def test_config_validation_and_area_to_crop_scale():
             RegionProbeConfig(**bad)
 
 
+def test_crop_ratio_option_default_square(tiny_backbone):
+    """The paper samples rectangular crops; square stays the default (until measured on the
+    dev suite) and crop_ratio=(r0, r1) gives the view rectangles of the same area range."""
+    from labelless.methods.region_probe import region_view
+
+    assert RegionProbeConfig().crop_ratio is None
+    square = region_view(tiny_backbone, RegionProbeConfig(area=(0.16, 0.64)))
+    assert square.cfg.ratio is None and "ratio" not in square.config()
+    rect = region_view(tiny_backbone, RegionProbeConfig(area=(0.16, 0.64), crop_ratio=[0.75, 4 / 3]))
+    assert rect.cfg.ratio == (0.75, 4 / 3) and rect.cfg.scale == square.cfg.scale
+    with pytest.raises(ConfigError, match="crop_ratio"):
+        RegionProbeConfig(crop_ratio=(2.0, 1.0))
+
+
 def test_confident_per_class():
     labels = torch.tensor([0, 0, 0, 0, 1, 1])
     conf = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3, 0.2])

@@ -26,7 +26,7 @@ def _grad_step(backbone, tuner):
 
 
 def test_registered_tuners():
-    assert {"layernorm", "lora", "full"} <= set(TUNERS.names())
+    assert {"layernorm", "lora", "full", "kadaptation"} <= set(TUNERS.names())
     with pytest.raises(UnknownNameError, match="layernorm"):
         build_tuner(load_backbone(TINY), "layernrom")
 
@@ -96,3 +96,55 @@ def test_lora_tuner_trains_only_adapters_then_merges(tiny_backbone):
 def test_lora_bad_target_is_a_config_error(tiny_backbone):
     with pytest.raises(ConfigError, match="matches no module"):
         build_tuner(tiny_backbone, "lora", targets=r"nothing\.here")
+
+
+def test_kadaptation_kronecker_delta_hand_computed():
+    from labelless.tuners import KroneckerDelta
+
+    d = KroneckerDelta(torch.Size([6, 4]), n=2, r=1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        d.v.normal_()
+        expected = sum(torch.kron(d.A[i], d.u[i] @ d.v[i].T) for i in range(2))
+    torch.testing.assert_close(d.delta(), expected)
+    assert torch.equal(KroneckerDelta(torch.Size([6, 4]), 2, 1, torch.Generator()).delta(), torch.zeros(6, 4))
+    with pytest.raises(ConfigError, match="must divide"):
+        KroneckerDelta(torch.Size([6, 5]), 2, 1, torch.Generator())
+
+
+def test_kadaptation_tuner_trains_only_its_factors_then_merges(tiny_backbone):
+    """Only the Kronecker factors are trainable; the update starts at 0; finalize merges it into
+    plain attention weights, and those tensors on a fresh base model reproduce the adapted one."""
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        e0 = tiny_backbone.encode_image(x).embeds
+    base = {n: p.detach().clone() for n, p in tiny_backbone.model.named_parameters()}
+    torch.manual_seed(0)
+    tuner = build_tuner(tiny_backbone, "kadaptation", n=4, r=2)
+    trainable = {n for n, _ in tuner.named_parameters()}
+    assert trainable and all(n.startswith("visual.") and n.rsplit(".", 1)[-1] in {"A", "u", "v"} for n in trainable)
+    assert "kadaptation tuner" in tuner.report()
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_backbone.encode_image(x).embeds, e0)  # dW = 0 at the start
+    _grad_step(tiny_backbone, tuner)
+    with torch.no_grad():
+        for n, p in tuner.named_parameters():
+            if n.endswith(".v"):
+                p.normal_(0, 0.5)
+        adapted = tiny_backbone.encode_image(x).embeds
+    assert not torch.allclose(adapted, e0)
+    tuned = tuner.finalize()
+    assert set(tuned) == {f"visual.transformer.resblocks.{i}.attn.{w}" for i in range(2)
+                          for w in ("in_proj_weight", "out_proj.weight")}
+    assert {n for n, _ in tiny_backbone.model.named_parameters()} == set(base)  # plain weights again
+    changed = {n for n, p in tiny_backbone.model.named_parameters() if not torch.equal(p, base[n])}
+    assert changed == set(tuned)
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_backbone.encode_image(x).embeds, adapted, atol=1e-5, rtol=1e-4)
+    fresh = load_backbone(TINY)
+    with torch.no_grad():
+        own = dict(fresh.model.named_parameters())
+        for n, t in tuned.items():
+            own[n].copy_(t)
+        torch.testing.assert_close(fresh.encode_image(x).embeds, adapted, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="must divide"):
+        build_tuner(load_backbone(TINY), "kadaptation", n=5)

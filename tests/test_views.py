@@ -161,3 +161,47 @@ def test_view_dataset_identical_across_worker_counts(tiny_backbone, colour_folde
         assert torch.equal(ref[k], par[k]), k
     other_epoch, _ = collect(0, epoch=1)
     assert not torch.equal(ref["crops"], other_epoch["crops"])
+
+
+def test_square_crops_unchanged_by_the_ratio_option():
+    """ratio=None draws exactly the square boxes (same RNG use); the view config, hence every
+    feature-cache key of square crops, has no ratio entry."""
+    rng = np.random.default_rng(3)
+    s = rng.uniform(0.4, 0.8, size=6)
+    side = np.maximum(1, np.round(s * 50)).astype(int)
+    left = (rng.random(6) * (80 - side + 1)).astype(int)
+    top = (rng.random(6) * (50 - side + 1)).astype(int)
+    expected = np.stack([left, top, left + side, top + side], axis=1)
+    assert np.array_equal(crop_boxes(80, 50, CropConfig(n=6, scale=(0.4, 0.8)), np.random.default_rng(3)), expected)
+
+
+@pytest.mark.parametrize("w, h", [(64, 64), (200, 50), (37, 91)])
+def test_rectangular_crop_boxes(w, h):
+    cfg = CropConfig(n=800, scale=(0.4, 0.8), ratio=(0.5, 2.0))
+    boxes = crop_boxes(w, h, cfg, np.random.default_rng(0))
+    left, top, right, bottom = boxes.T
+    bw, bh = right - left, bottom - top
+    assert (left >= 0).all() and (top >= 0).all() and (right <= w).all() and (bottom <= h).all()
+    assert (bw >= 1).all() and (bh >= 1).all()
+    short = min(w, h)
+    inside = (bw < w) & (bh < h)  # not capped by the image: the drawn area and ratio hold
+    r = bw[inside] / bh[inside]
+    assert r.min() >= 0.5 * 0.85 and r.max() <= 2.0 * 1.15
+    area = bw[inside] * bh[inside] / short**2
+    assert area.min() >= 0.4**2 * 0.8 and area.max() <= 0.8**2 * 1.2
+    assert r.min() < 0.7 and r.max() > 1.4  # actually rectangular, both orientations
+    with pytest.raises(ConfigError, match="crops.ratio"):
+        CropConfig(ratio=(2.0, 0.5))
+
+
+def test_rectangular_crop_is_the_whole_box_squashed(tiny_backbone):
+    view = build_view("crops", tiny_backbone, n=4, scale=(0.3, 0.7), ratio=(0.5, 2.0))
+    assert view.config()["ratio"] == (0.5, 2.0)
+    assert "ratio" not in build_view("crops", tiny_backbone, n=4).config()
+    img = _img(90, 60, seed=4)
+    boxes = crop_boxes(img.width, img.height, view.cfg, sample_rng(2, 7))
+    out = view(img, sample_rng(2, 7))
+    size, resample, _, _ = view._fast
+    for k, box in enumerate(boxes):
+        squashed = img.crop(tuple(int(v) for v in box)).resize((size, size), resample)
+        assert torch.equal(out[k], tiny_backbone.preprocess(squashed))

@@ -7,6 +7,8 @@ and makes only its parameters trainable (peft-style: what is trained is declared
     lora       LoRA adapters via peft on the visual attention and MLP layers; merged into the
                base weights by :meth:`Tuner.finalize`, so the artifact stays plain weights
     full       every parameter of the visual tower (paper's "full fine-tuning" comparison)
+    kadaptation  Kronecker-product updates of the visual attention weights (K-Adaptation),
+               merged into the base weights by :meth:`Tuner.finalize`
 
 After training, :meth:`Tuner.finalize` returns ``{backbone parameter name: tensor}`` of every
 backbone parameter that may differ from the base model, which is what
@@ -141,6 +143,89 @@ class LoraTuner(Tuner):
         return {n: own[n].detach().clone() for n in self.base_names if n in own}
 
 
+class KroneckerDelta(nn.Module):
+    """``W + sum_i A_i (x) (u_i v_i^T)`` (K-Adaptation): ``A_i (n, n)``, ``u_i (k/n, r)``,
+    ``v_i (d/n, r)`` for a ``(k, d)`` weight; ``v = 0`` at the start, so the update starts at 0."""
+
+    def __init__(self, shape: torch.Size, n: int, r: int, generator: torch.Generator):
+        super().__init__()
+        k, d = shape
+        if k % n or d % n:
+            raise ConfigError(f"kadaptation: n={n} must divide the weight's sides {tuple(shape)}")
+        self.A = nn.Parameter(torch.randn(n, n, n, generator=generator) * 0.02)  # (n, n, n)
+        self.u = nn.Parameter(torch.randn(n, k // n, r, generator=generator) * (1.0 / r) ** 0.5)
+        self.v = nn.Parameter(torch.zeros(n, d // n, r))
+
+    def delta(self) -> torch.Tensor:
+        B = self.u @ self.v.transpose(1, 2)  # (n, k/n, d/n)
+        # sum_i kron(A_i, B_i): (n, n) x (k/n, d/n) -> (k, d)
+        n, kb, db = B.shape
+        out = torch.einsum("iab,icd->acbd", self.A, B)  # (n, k/n, n, d/n)
+        return out.reshape(n * kb, n * db)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.delta().to(weight.dtype)
+
+
+#: Default K-Adaptation targets per backend: (module-name regex relative to the visual tower,
+#: weight attribute names). open_clip: the fused q/k/v projection and the output projection.
+KADAPTATION_TARGETS = {
+    "openclip": (r".*resblocks\.\d+\.attn$", ("in_proj_weight",)),
+    "openclip_out": (r".*resblocks\.\d+\.attn\.out_proj$", ("weight",)),
+    "hf": (r".*encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)$", ("weight",)),
+}
+
+
+@TUNERS.register("kadaptation")
+class KAdaptationTuner(Tuner):
+    """K-Adaptation (He et al., AAAI 2023): Kronecker-product updates of the visual attention
+    weights, ``dW = sum_i A_i (x) (u_i v_i^T)``, merged into the weights by :meth:`finalize`.
+
+    Options: ``n`` (Kronecker factors and the side of each ``A_i``, 4), ``r`` (rank of each
+    ``B_i``, 1). Ours: every matrix has its own ``A_i`` (the paper shares them across layers).
+    """
+
+    name = "kadaptation"
+
+    def __init__(self, backbone, n: int = 4, r: int = 1):
+        super().__init__(backbone)
+        from torch.nn.utils import parametrize
+
+        if int(n) < 1 or int(r) < 1:
+            raise ConfigError(f"kadaptation: n and r must be >= 1, got n={n}, r={r}")
+        tower, self.prefix = _visual_tower(backbone)
+        keys = ("openclip", "openclip_out") if backbone.backend == "openclip" else ("hf",)
+        for p in backbone.model.parameters():
+            p.requires_grad_(False)
+        g = torch.Generator().manual_seed(torch.initial_seed() % (2**63))
+        self.targets: list[tuple[nn.Module, str, str]] = []  # (module, attribute, full name)
+        for key in keys:
+            pattern, attrs = KADAPTATION_TARGETS[key]
+            for mname, module in tower.named_modules():
+                if not re.fullmatch(pattern, mname):
+                    continue
+                for attr in attrs:
+                    delta = KroneckerDelta(getattr(module, attr).shape, int(n), int(r), g)
+                    parametrize.register_parametrization(module, attr, delta)
+                    self.targets.append((module, attr, f"{self.prefix}{mname}.{attr}"))
+        if not self.targets:
+            raise ConfigError(f"kadaptation: no attention weight found in {backbone.spec}")
+        self.merged = False
+
+    def finalize(self) -> dict[str, torch.Tensor]:
+        from torch.nn.utils import parametrize
+
+        if not self.merged:
+            with torch.no_grad():
+                for module, attr, _ in self.targets:
+                    parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+            for module, attr, _ in self.targets:
+                getattr(module, attr).requires_grad_(False)
+            self.merged = True
+        own = dict(self.backbone.model.named_parameters())
+        return {full: own[full].detach().clone() for _, _, full in self.targets}
+
+
 def build_tuner(backbone, name: str = "layernorm", **options) -> Tuner:
     """Freeze ``backbone`` and make the tuner ``name``'s parameters trainable."""
     try:
@@ -149,4 +234,5 @@ def build_tuner(backbone, name: str = "layernorm", **options) -> Tuner:
         raise ConfigError(f"tuner '{name}': bad options {options}: {e}") from None
 
 
-__all__ = ["FullTuner", "GroupTuner", "LORA_TARGETS", "LayerNormTuner", "LoraTuner", "Tuner", "build_tuner"]
+__all__ = ["FullTuner", "GroupTuner", "KAdaptationTuner", "KroneckerDelta", "LORA_TARGETS", "LayerNormTuner",
+           "LoraTuner", "Tuner", "build_tuner"]

@@ -76,6 +76,42 @@ def _limit(dataset: ImageDataset, name: str, value) -> ImageDataset:
     return dataset.subset(keep.tolist())
 
 
+def _build_one(builder: Callable, opts: dict[str, str], classes: Sequence[str] | None) -> ImageDataset:
+    takes_classes = "classes" in inspect.signature(builder).parameters
+    if takes_classes:
+        dataset = builder(classes=None if classes is None else list(classes), **opts)
+    else:
+        dataset = builder(**opts)
+    if classes is not None and not takes_classes:
+        dataset = align_classes(dataset, list(classes))
+    return dataset
+
+
+def join_splits(datasets: Sequence[ImageDataset], name: str) -> ImageDataset:
+    """One data set holding the records of ``datasets`` (splits of one data set with the same
+    class list) in order; ``split`` becomes ``"a+b"`` and ``meta["joined"]`` keeps each part's
+    split and metadata. An image listed in two parts is refused (the splits overlap)."""
+    first = datasets[0]
+    for d in datasets[1:]:
+        if d.classnames != first.classnames:
+            raise DataError(
+                f"data set '{name}': splits '{first.split}' and '{d.split}' have different class lists; "
+                "they cannot be joined"
+            )
+    records = [r for d in datasets for r in d.records]
+    seen: set[str] = set()
+    for path, _ in records:
+        if path in seen:
+            raise DataError(f"data set '{name}': the joined splits overlap ('{path}' is in two of them)")
+        seen.add(path)
+    out = first.subset(range(len(first)))
+    out.records = records
+    out.split = "+".join(str(d.split) for d in datasets)
+    out.meta = {"joined": [{"split": d.split, **d.meta} for d in datasets]}
+    out.skipped = [s for d in datasets for s in d.skipped]
+    return out
+
+
 def build_dataset(
     spec: str,
     classes: Sequence[str] | None = None,
@@ -87,7 +123,8 @@ def build_dataset(
         spec: ``NAME[:key=value,...]`` with NAME registered in ``DATASETS`` (``folder``,
             ``imagefolder``, ``csv``, ``eurosat``, ``dtd``, ...; see ``labelless list``). Every
             data set also takes ``limit=N``: a fixed random subset of N images (seed 0, kept in
-            data set order), for quick runs.
+            data set order), for quick runs. ``split=train+val`` joins splits (LaTTe-CLIP trains
+            on CoOp's train + val), in the order given.
         classes: class names (e.g. from :func:`parse_classes`). Required for the unlabelled
             ``folder``; for a labelled data set they must be exactly its class names, in any
             order, and then define the label order.
@@ -103,13 +140,16 @@ def build_dataset(
     for key in ("root", "path"):  # relative: under the data root (--data-root / $LABELLESS_DATA)
         if key in opts:
             opts[key] = resolve_data_path(opts[key])
-    takes_classes = "classes" in inspect.signature(builder).parameters
-    if takes_classes:
-        dataset = builder(classes=None if classes is None else list(classes), **opts)
+    parts = str(opts.get("split", "")).split("+")
+    if len(parts) > 1:  # split=train+val: the union of the splits, in that order
+        if any(not p for p in parts) or len(set(parts)) < len(parts):
+            raise DataError(
+                f"data set '{name}': split='{opts['split']}' must name distinct splits joined by '+', "
+                "e.g. split=train+val"
+            )
+        dataset = join_splits([_build_one(builder, {**opts, "split": p}, classes) for p in parts], name)
     else:
-        dataset = builder(**opts)
-    if classes is not None and not takes_classes:
-        dataset = align_classes(dataset, list(classes))
+        dataset = _build_one(builder, opts, classes)
     if limit is not None:
         dataset = _limit(dataset, name, limit)
     if transform is not None:
@@ -132,6 +172,7 @@ __all__ = [
     "Sample",
     "align_classes",
     "build_dataset",
+    "join_splits",
     "check_classnames",
     "check_missing",
     "load_rgb",

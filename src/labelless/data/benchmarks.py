@@ -7,7 +7,7 @@ FGVC Aircraft uses the official ``images_variant_*.txt`` files as CoOp does, CUB
 ``CUB_200_2011`` index files, and RESISC45 (which has no CoOp split) a folder per class with an
 optional split JSON or a seeded, recorded 60/20/20 split.
 
-Spec: ``NAME:root=DIR[,split=train|val|test][,split_file=F][,missing=error|skip][,names=...]``
+Spec: ``NAME:root=DIR[,split=train|val|test|train+val][,split_file=F][,missing=error|skip][,names=...]``
 with ``root`` the data set's folder (e.g. ``eurosat:root=data/eurosat``).
 """
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from labelless.engine import distributed
 from labelless.engine.checkpoint import load_checkpoint, save_checkpoint
+from labelless.engine.precision import PRECISIONS, autocast, resolve_precision
 from labelless.errors import ConfigError, LabellessError
 
 
@@ -79,6 +80,9 @@ class OptimConfig:
     warmup_steps: linear warm-up iterations before the cosine.
     grad_clip: max global gradient norm (None: off).
     checkpoint_every: also checkpoint every N steps inside an epoch (0: only at epoch ends).
+    precision: ``fp32``, ``bf16`` (autocast on the trained parameters' device, CUDA or CPU) or
+        ``auto`` (bf16 on CUDA, fp32 elsewhere); the one precision of the run, which methods
+        also use for their own forwards (:mod:`labelless.engine.precision`).
     """
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -95,6 +99,7 @@ class OptimConfig:
     warmup_steps: int = 0
     grad_clip: float | None = None
     checkpoint_every: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self):
         def check(name: str, value, ok: bool, want: str) -> None:
@@ -121,6 +126,7 @@ class OptimConfig:
             raise ConfigError("optim.epochs, optim.batch_size and optim.grad_accum must be >= 1")
         check("warmup_steps", self.warmup_steps, self.warmup_steps >= 0, ">= 0")
         check("checkpoint_every", self.checkpoint_every, self.checkpoint_every >= 0, ">= 0")
+        check("precision", self.precision, self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}")
 
 
 class EpochSampler(Sampler[int]):
@@ -259,7 +265,6 @@ class TrainLoop:
         num_workers: int = 0,
         progress: bool = True,
         collate_fn: Callable | None = None,
-        amp: bool | None = None,
     ):
         self.method = method
         self.dataset_for_epoch = dataset_for_epoch
@@ -275,8 +280,9 @@ class TrainLoop:
         self.world_size, self.rank = distributed.world_size(), distributed.rank()
         self.main = self.rank == 0
         self.progress = progress and self.main
-        # bf16 autocast on GPUs (no loss scaling needed); full precision on CPUs
-        self.amp = bool(amp) if amp is not None else self.named[0][1].is_cuda
+        # cfg.precision on the trained parameters' device (auto: bf16 on GPUs, fp32 on CPUs)
+        self.device = self.named[0][1].device
+        self.precision = resolve_precision(cfg.precision, self.device)
         self.step_module: nn.Module | _StepModule = _StepModule(method, self.named)
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -450,9 +456,8 @@ class TrainLoop:
                 lr = self._last_lr = self.opt.param_groups[0]["lr"]
                 accumulate = (self.global_step + 1) % self.cfg.grad_accum != 0
                 sync = self.step_module.no_sync() if accumulate and self.world_size > 1 else nullcontext()
-                autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
                 with sync:
-                    with autocast:
+                    with autocast(self.precision, self.device):
                         losses = self.step_module(batch, self.global_step)
                     loss = losses["loss"].float()
                     bad = distributed.all_sum(torch.tensor(float(not torch.isfinite(loss)), device=loss.device))

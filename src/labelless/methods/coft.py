@@ -133,6 +133,8 @@ class CoFTConfig:
         says the negative prompt "regularizes lightweight visual adaptation modules" [P], so by
         default it does not (False): L_neg reaches the VPT tokens.
     neg_weight: [D] weight of L_neg (1).
+    neg_log: [O] ``eps`` (default, ours: ``log(p + 1e-8)``) or ``clamp`` [D] (DeFT's
+        ``log(clamp(p, 1e-5))``, saturating with zero gradient) in L_neg (docs/methods/coft.md).
     head_weight: [O] weight of the vision-side head's CE in phase 1 (1).
     head_feature: [D] what the linear heads read: ``cls`` (the ``ln_post`` [CLS], DeFT phase 2)
         or ``embed`` (the L2-normalised projected embedding).
@@ -178,6 +180,7 @@ class CoFTConfig:
     warmup_epochs: int = 1
     neg_detach_image: bool = False
     neg_weight: float = 1.0
+    neg_log: Literal["eps", "clamp"] = "eps"
     head_weight: float = 1.0
     head_feature: Literal["cls", "embed"] = "cls"
     head_init: Literal["random", "zeroshot"] = "random"
@@ -204,6 +207,8 @@ class CoFTConfig:
             raise ConfigError(f"text_source must be label_texts or texts, got {self.text_source!r}")
         if self.prompt_class_text not in ("name", "text"):
             raise ConfigError(f"prompt_class_text must be name or text, got {self.prompt_class_text!r}")
+        if self.neg_log not in ("eps", "clamp"):
+            raise ConfigError(f"neg_log must be eps or clamp, got {self.neg_log!r}")
         if self.phase1_select not in ("top_frac", "top_k", "all"):
             raise ConfigError(f"phase1_select must be top_frac, top_k or all, got {self.phase1_select!r}")
         if not 0 < self.phase1_top_frac <= 1:
@@ -327,6 +332,7 @@ class Phase1(_MonitorMixin):
         self.adapter = VPTDeep(backbone, cfg.vpt_tokens, cfg.vpt_layers, generator=g)
         self.head = make_head(backbone, text_embeds, cfg.head_feature, cfg.head_init, scale, g, cls_norm)
         self.steps_per_epoch = epoch_steps(len(self.subset_idx), cfg.phase1.batch_size)
+        self._no_clean = 0  # batches of this epoch without a clean sample (after warm-up)
         self._reset_monitor(n_train)
 
     def named_trainable(self):
@@ -363,8 +369,15 @@ class Phase1(_MonitorMixin):
         if ws > 1:
             def denominator(count):
                 return distributed.all_sum(count.float()).clamp_min(1) / ws
-        parts = deft_losses(s_pos, s_neg, y, comp, warmup=warm, clean_denominator=denominator)
+        parts = deft_losses(s_pos, s_neg, y, comp, warmup=warm, clean_denominator=denominator,
+                            neg_log=self.cfg.neg_log)
         clean = parts["clean"]
+        if not warm:
+            n_clean = clean.sum().float()
+            if ws > 1:
+                n_clean = distributed.all_sum(n_clean)
+            if float(n_clean) == 0:
+                self._no_clean += 1
         ce_h = F.cross_entropy(h, y, reduction="none")
         head = (ce_h * clean).sum() / parts["n_clean"]
         loss = parts["cls"] + self.cfg.neg_weight * parts["neg"] + self.cfg.head_weight * head
@@ -381,6 +394,13 @@ class Phase1(_MonitorMixin):
             self._seen, self._selected = state["seen"].clone(), state["selected"].clone()
 
     def on_epoch_end(self, epoch):
+        if self._no_clean:
+            log.warning(
+                "coft phase 1, epoch %d: %d batch(es) had no clean sample after warm-up; their "
+                "classification loss was 0 (DeFT's would be NaN) and only L_neg trained on them",
+                epoch, self._no_clean,
+            )
+        self._no_clean = 0
         row = self._monitor_row(self.pseudo, self.truth, "clean")
         self._reset_monitor(len(self.pseudo))
         return row

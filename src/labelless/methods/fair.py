@@ -21,7 +21,6 @@ the model).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import math
@@ -37,6 +36,7 @@ from labelless.config import to_dict
 from labelless.data.features import ViewDataset, encode_views
 from labelless.engine import OptimConfig, TrainLoop
 from labelless.engine.distributed import all_mean, gather_cat
+from labelless.engine.precision import autocast, full_precision
 from labelless.engine.pseudo import FlipTracker
 from labelless.errors import ConfigError
 from labelless.methods.base import FitContext, FitResult, Method
@@ -64,7 +64,9 @@ log = logging.getLogger(__name__)
 def _fair_optim() -> OptimConfig:
     # Paper: AdamW + cosine, batch 32, 15 epochs, lr 5e-5 (1e-6 for Food101/SUN397).
     # DPA (verified code, FAIR's base): weight decay 0.1 on all but biases, cosine to 2e-6.
-    return OptimConfig(lr=5e-5, min_lr=2e-6, weight_decay=0.1, no_decay="bias", epochs=15, batch_size=32)
+    # fp32 like the paper (no mixed precision mentioned); optim.precision=bf16 opts in.
+    return OptimConfig(lr=5e-5, min_lr=2e-6, weight_decay=0.1, no_decay="bias", epochs=15, batch_size=32,
+                       precision="fp32")
 
 
 #: Named ablations (paper Tab. 3, 5, 7): each is a set of switch values (see FairConfig).
@@ -126,16 +128,19 @@ class FairConfig:
     pl_weight_margin: weight factor ``s1 - s2`` (top-1 minus top-2 score) [ours, paper Tab. 5].
     pl_weight_ambiguity: weight factor ``1 - cos(A_c1, A_c2)`` [ours, paper Tab. 5].
     fairness_weight: lambda of the fairness term, 1 [paper/MUST].
-    fairness_momentum: 0 = batch mean (``--reg_batch``) [default]; m > 0 = running mean.
+    fairness_momentum: 0 = batch mean (``--reg_batch``) [default]; m > 0 = MUST's running
+        mean (restarted every epoch, loss divided by ``1 - m`` from the first step) [MUST].
     weak_view: view for pseudo-labels and crop weights: ``center`` (eval CenterCrop [paper]),
         ``weak`` (random crop + flip [DPA]) or ``rrc`` (RandomResizedCrop + flip: FAIR-g [paper]).
     strong_scale: RandomResizedCrop scale of the strong view [DPA (0.3, 1)].
     randaug_n, randaug_m: RandAugment ops and magnitude of the strong view [DPA rand-m9, n=2].
-    tuner: backbone parameters to train: ``layernorm`` [paper], ``lora``, ``full`` (TUNERS).
+    tuner: backbone parameters to train: ``layernorm`` [paper], ``lora``, ``kadaptation``,
+        ``full`` (TUNERS).
     tuner_options: keyword options of the tuner (e.g. ``{r: 8}`` for lora).
     train_anchors: learn the anchors (True [paper]) or keep them at their initialisation.
-    optim: optimiser/schedule [paper: AdamW, cosine, batch 32, 15 epochs, lr 5e-5].
-    amp: bfloat16 autocast on CUDA for the encoder forwards (off: fp32 like the paper).
+    optim: optimiser/schedule [paper: AdamW, cosine, batch 32, 15 epochs, lr 5e-5];
+        ``optim.precision`` is the run's precision for every forward, ``fp32`` like the paper
+        (``bf16`` opts in to autocast); pseudo-label scores, margins and weights are fp32 always.
     monitor_eval: also log accuracy on the monitoring set after every epoch (costs one pass;
         never used for selection).
     """
@@ -163,7 +168,6 @@ class FairConfig:
     tuner_options: dict = field(default_factory=dict)
     train_anchors: bool = True
     optim: OptimConfig = field(default_factory=_fair_optim)
-    amp: bool = False
     monitor_eval: bool = False
 
     def __post_init__(self):
@@ -275,9 +279,7 @@ class FairTrainer:
         self._n_labelled = 0
 
     def _autocast(self):
-        if self.cfg.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.cfg.optim.precision, self.device)
 
     @torch.no_grad()
     def pseudo_labels(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -296,11 +298,15 @@ class FairTrainer:
                 emb, cls = encode_views(self.backbone, allv, tokens=need_cls)  # (B, 1+N, d), (B, 1+N, w)
             else:
                 emb, cls = encode_views(self.backbone, weak)  # (B, 1, d)
-        emb = emb.float()
+        with full_precision(self.device):  # scores, argmax, margins and weights in fp32 always
+            return self._score(emb.float(), None if cls is None else cls.float(), b)
+
+    def _score(self, emb: torch.Tensor, cls: torch.Tensor | None, b: int) -> dict[str, torch.Tensor]:
+        """Pseudo-labels from the views' fp32 embeddings ``emb (B, V, d)`` (and [CLS] tokens)."""
+        cfg = self.cfg
         if cfg.pl_view == "crops":
             g, c_emb = emb[:, 0], emb[:, 1:]  # (B, d), (B, N, d)
             if cfg.crop_weighting == "cls":
-                cls = cls.float()
                 omega = fair_crop_weights(cls[:, 1:], cls[:, 0], cfg.negative)  # (B, N)
             elif cfg.crop_weighting == "embed":
                 omega = fair_crop_weights(c_emb, g, cfg.negative)  # (B, N)
@@ -375,6 +381,7 @@ class FairTrainer:
                 logits = self.classifier().predict(self.backbone, self.monitor, self._monitor_rt())
             row["monitor_acc"] = classification_metrics(logits, self.monitor.labels, len(self.classnames)).top1
         self._reset_epoch()
+        self.p_bar = None  # MUST restarts the running mean of the fairness term every epoch
         return row
 
     def _monitor_rt(self):

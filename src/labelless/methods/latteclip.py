@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from labelless.backbones import select_trainable
 from labelless.data.features import ViewDataset, extract_features
 from labelless.engine import OptimConfig, TrainLoop
 from labelless.engine.distributed import gather_cat
+from labelless.engine.precision import full_precision
 from labelless.engine.pseudo import FlipTracker
 from labelless.errors import ConfigError
 from labelless.methods.base import Classifier, FitContext, FitResult, Method, Runtime
@@ -58,7 +60,9 @@ log = logging.getLogger(__name__)
 def latte_optim() -> OptimConfig:
     """OpenCLIP fine-tuning defaults as LaTTe-CLIP's scripts run them (paper + code): AdamW,
     lr 1e-7, wd 0.2 (none on gains/biases/logit scale), betas (0.9, 0.98), eps 1e-6, batch 512,
-    cosine with warm-up. Epochs/warm-up depend on the data set (see ``recipes/latteclip``)."""
+    cosine with warm-up. Epochs/warm-up depend on the data set (see ``recipes/latteclip``).
+    Precision ``auto``: bf16 autocast on CUDA (the official code trains with OpenCLIP's AMP),
+    fp32 on CPU; pseudo-labels and mixer weights are fp32 whatever the setting."""
     return OptimConfig(
         optimizer="adamw", lr=1e-7, weight_decay=0.2, no_decay="1d", betas=(0.9, 0.98), eps=1e-6,
         epochs=50, batch_size=512, warmup_steps=10,
@@ -234,6 +238,21 @@ class _Trainer:
         return self.backbone.encode_image(x).embeds  # (B, d)
 
 
+def _refuse_grad_accum(method: str, optim: OptimConfig) -> None:
+    """Contrastive methods refuse ``grad_accum > 1``: each micro-batch would see only its own
+    images as contrastive negatives (and LaTTe-CLIP's prototype update only its own texts), so
+    accumulation changes the loss instead of just splitting the batch."""
+    if optim.grad_accum > 1:
+        raise ConfigError(
+            f"{method}: optim.grad_accum={optim.grad_accum} is not supported: the contrastive loss "
+            "draws its negatives (and LaTTe-CLIP's prototype update its texts) from one micro-batch, "
+            "so accumulating micro-batches is not the same method as one large batch. Set "
+            "optim.grad_accum=1 and either lower optim.batch_size (a deviation from the paper's 512, "
+            "to report) or spread the batch over more GPUs with torchrun (negatives are gathered "
+            "across ranks)"
+        )
+
+
 # ------------------------------------------------------------------------------- LaTTe-CLIP
 
 
@@ -249,8 +268,13 @@ class LatteCLIPConfig:
     mixer: dynamic feature mixer; False gives every text weight 1 (Table 3 "w/o Dynamic Feature
         Mixer").
     loss_ft, loss_zs: weights of the contrastive losses on the fine-tuned and zero-shot
-        pseudo-labels (0 = Table 3 "w/o L_ft" / "w/o L_zs"; a disabled branch also stops
-        updating the prototypes, *ours*).
+        pseudo-labels (0 = Table 3 "w/o L_ft" / "w/o L_zs"; see ``loss_form``).
+    loss_form: how the weights combine. ``official`` (default; the official code's
+        ``--use_finetune_pseudolabel`` / ``--use_zeroshot_pseudolabel``):
+        ``loss_ft * (L_ft + loss_zs * L_zs)``, both branches always computed and always updating
+        the prototypes, so ``loss_ft = 0`` trains nothing but the prototypes; ``separate``
+        (*ours*): ``loss_ft * L_ft + loss_zs * L_zs``, and a branch with weight 0 is skipped (no
+        loss, no prototype update). Identical at the default weights 1, 1.
     alpha: text share of the prototype-text embedding (code ``--alpha 0.01``; paper "0.99" on
         the prototype).
     momentum: None = the official update (normalised mean of the mixed texts, an EMA with
@@ -263,8 +287,8 @@ class LatteCLIPConfig:
     crop_scale: RandomResizedCrop scale of the training view (OpenCLIP default (0.9, 1.0)).
     require_captions: *ours*: fail when ``use_image`` and no caption matches any training image
         (images without a caption just drop that text).
-    optim: optimisation (:func:`latte_optim`: lr 1e-7, wd 0.2, batch 512; set ``grad_accum``
-        when memory requires).
+    optim: optimisation (:func:`latte_optim`: lr 1e-7, wd 0.2, batch 512); ``grad_accum`` must
+        stay 1 (see :func:`_refuse_grad_accum`).
     """
 
     captions: str | None = None
@@ -275,6 +299,7 @@ class LatteCLIPConfig:
     mixer: bool = True
     loss_ft: float = 1.0
     loss_zs: float = 1.0
+    loss_form: Literal["official", "separate"] = "official"
     alpha: float = 0.01
     momentum: float | None = None
     prototype_template: str | None = None
@@ -290,10 +315,13 @@ class LatteCLIPConfig:
             self.optim = OptimConfig(**self.optim)
         self.trainable = tuple(self.trainable)
         self.crop_scale = tuple(self.crop_scale)
+        _refuse_grad_accum("latteclip", self.optim)
         if not (self.use_class or self.use_image or self.use_group):
             raise ConfigError("latteclip: enable at least one of use_class, use_image, use_group")
         if self.loss_ft < 0 or self.loss_zs < 0 or self.loss_ft + self.loss_zs == 0:
             raise ConfigError("latteclip: loss_ft and loss_zs must be >= 0 and not both 0")
+        if self.loss_form not in ("official", "separate"):
+            raise ConfigError(f"latteclip: loss_form must be official or separate, got {self.loss_form!r}")
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"latteclip: alpha must be in [0, 1], got {self.alpha}")
         if self.momentum is not None and not 0 <= self.momentum <= 1:
@@ -377,7 +405,8 @@ class LatteTrainer(_Trainer):
         mask = torch.tensor([[s is not None for s in r] for r in rows], device=self.device)
         texts = emb[ids] * mask.unsqueeze(-1).to(emb.dtype)  # (B, 3, d)
         if self.cfg.mixer:
-            w = mixer_weights(texts, self.mixer_bank.to(emb.dtype), mask)  # (B, 3)
+            with full_precision(self.device):  # top1 - top2 margins in fp32 always
+                w = mixer_weights(texts, self.mixer_bank, mask).float()  # (B, 3)
         else:
             w = mask.to(emb.dtype)
         t_bar = mix_texts(texts, w)  # (B, d)
@@ -389,15 +418,16 @@ class LatteTrainer(_Trainer):
         cfg = self.cfg
         idx = batch["index"].tolist()
         img = self.images(batch)  # (B, d)
-        with torch.no_grad():
+        with torch.no_grad(), full_precision(self.device):
             y_ft = (img.detach().float() @ F.normalize(self.bank, dim=-1).T).argmax(-1)  # (B,)
         self.flips.update(batch["index"], y_ft)
         y_zs = self.zs_labels[batch["index"]].to(self.device)  # (B,)
         zs = y_zs.tolist()
-        branches = []
-        if cfg.loss_ft > 0:
+        official = cfg.loss_form == "official"
+        branches = []  # the official form always runs both branches (and updates P from both)
+        if official or cfg.loss_ft > 0:
             branches.append(("ft", cfg.loss_ft, y_ft))
-        if cfg.loss_zs > 0:
+        if official or cfg.loss_zs > 0:
             branches.append(("zs", cfg.loss_zs, y_zs))
         rows = {name: self.branch_texts(y, idx, zs) for name, _, y in branches}
         strings = [s for r in rows.values() for row in r for s in row if s is not None]
@@ -405,17 +435,20 @@ class LatteTrainer(_Trainer):
         scale = self.scale()
         out: dict[str, torch.Tensor] = {}
         loss = img.new_zeros(())
+        parts: dict[str, torch.Tensor] = {}
         updates_t, updates_tbar, updates_y = [], [], []
         img_all = gather_cat(img)  # (W*B, d): contrastive negatives from every rank's batch
         for name, weight, y in branches:
             t, t_bar = self.mixed(rows[name], emb, index, y)
-            part = clip_contrastive_loss(img_all, gather_cat(t), scale)
+            part = parts[name] = clip_contrastive_loss(img_all, gather_cat(t), scale)
             loss = loss + weight * part
             out[f"loss_{name}"] = part.detach()
             # the prototype update sees the global batch, so every rank keeps the same bank
             updates_t.append(gather_cat(t.detach()))
             updates_tbar.append(gather_cat(t_bar.detach()))
             updates_y.append(gather_cat(y))
+        if official:  # the official code: w_ft * (L_ft + w_zs * L_zs) (train.py, train_one_epoch_v2)
+            loss = cfg.loss_ft * (parts["ft"] + cfg.loss_zs * parts["zs"])
         labels = torch.cat(updates_y)
         if cfg.momentum is None:
             self.bank = prototype_update(self.bank, torch.cat(updates_t).float(), labels)
@@ -509,10 +542,16 @@ class FlypPLConfig:
     every weight update"); inference is zero-shot with the fine-tuned model on the label texts.
     Same hyper-parameters as LaTTe-CLIP; no weight ensembling (paper).
 
+    pseudo_labels: ``recalculated`` (default, the paper: the current model's prediction with
+        the training prompts, every step) or ``zeroshot`` (the official code,
+        ``train_one_epoch_original_clip``: the frozen initial model's zero-shot class with the
+        class texts ``texts``, computed once, as LaTTe-CLIP's ``y_zs``).
     prototype_template: the training prompt (None: each class's first label text).
-    trainable, train_logit_scale, max_logit_scale, crop_scale, optim: as in LaTTe-CLIP.
+    trainable, train_logit_scale, max_logit_scale, crop_scale, optim: as in LaTTe-CLIP
+        (``optim.grad_accum`` must stay 1).
     """
 
+    pseudo_labels: Literal["recalculated", "zeroshot"] = "recalculated"
     prototype_template: str | None = None
     trainable: tuple[str, ...] = ("all",)
     train_logit_scale: bool = True
@@ -525,6 +564,11 @@ class FlypPLConfig:
             self.optim = OptimConfig(**self.optim)
         self.trainable = tuple(self.trainable)
         self.crop_scale = tuple(self.crop_scale)
+        _refuse_grad_accum("flyp-pl", self.optim)
+        if self.pseudo_labels not in ("recalculated", "zeroshot"):
+            raise ConfigError(
+                f"flyp-pl: pseudo_labels must be recalculated or zeroshot, got {self.pseudo_labels!r}"
+            )
 
 
 class FlypTrainer(_Trainer):
@@ -533,6 +577,8 @@ class FlypTrainer(_Trainer):
         self.cfg = cfg
         self.class_prompts = _class_prompts(ctx, cfg.prototype_template)
         self.seed = ctx.rt.seed
+        # official variant: the frozen initial model's zero-shot classes, computed once
+        self.zs_labels = zero_shot_labels(ctx)[0] if cfg.pseudo_labels == "zeroshot" else None
         self._correct = 0
         self._count = 0
         self.flips = FlipTracker(len(ctx.train))  # label-free: pseudo-label churn per epoch
@@ -552,11 +598,20 @@ class FlypTrainer(_Trainer):
     def load_state_dict(self, state):
         self.flips.load_state_dict(state)
 
-    def training_step(self, batch, step: int) -> dict:
-        img = self.images(batch)  # (B, d)
+    @torch.no_grad()
+    def pseudo_labels(self, img: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Pseudo-labels ``(B,)`` of the images with embeddings ``img (B, d)`` and data set
+        indices ``index (B,)`` (see ``FlypPLConfig.pseudo_labels``)."""
+        if self.zs_labels is not None:
+            return self.zs_labels[index.cpu()].to(self.device)
         with torch.no_grad():
             cls_emb = self.backbone.encode_text(self.class_prompts)  # (C, d), current model
-            y = (img.detach() @ cls_emb.T).argmax(-1)  # (B,)
+            with full_precision(self.device):  # the argmax in fp32 always
+                return (img.detach().float() @ cls_emb.float().T).argmax(-1)  # (B,)
+
+    def training_step(self, batch, step: int) -> dict:
+        img = self.images(batch)  # (B, d)
+        y = self.pseudo_labels(img, batch["index"])  # (B,)
         self.flips.update(batch["index"], y)
         strings = [self.class_prompts[int(k)] for k in y]
         emb, index = self.encode_strings(strings)

@@ -63,7 +63,10 @@ ORACLE_SCORING = "oracle: regions scored with TRUE labels (paper Table 2 referen
 class RegionProbeConfig:
     """Region scoring + linear probe. [P] = the paper's value, [O] = ours (paper silent).
 
-    regions: region source, ``crops`` (random square crops) or ``sam`` (SAM mask regions). [P]
+    regions: region source, ``crops`` (random crops) or ``sam`` (SAM mask regions). [P]
+    crop_ratio: aspect-ratio range ``(r0, r1)`` (w / h, log-uniform) of rectangular crops of the
+        same area, or None for square crops. [O] None; the paper samples "rectangular crop
+        regions" without giving a range (docs/methods/region-probe.md).
     n_regions: maximum regions per image L, shared by both sources. [O] 16 (provisional, to
         be chosen on the testbed val split).
     area: (a, b) region area ratio range (region area / image area), shared by both sources:
@@ -104,6 +107,7 @@ class RegionProbeConfig:
     """
 
     regions: Literal["crops", "sam"] = "crops"
+    crop_ratio: tuple[float, float] | None = None
     n_regions: int = 16
     area: tuple[float, float] = (0.1, 0.5)
     scoring: Literal[
@@ -133,6 +137,10 @@ class RegionProbeConfig:
 
     def __post_init__(self):
         self.area = tuple(float(v) for v in self.area)
+        if self.crop_ratio is not None:
+            self.crop_ratio = tuple(float(v) for v in self.crop_ratio)
+            if len(self.crop_ratio) != 2 or not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+                raise ConfigError(f"region-probe: crop_ratio must be (r0, r1) with 0 < r0 <= r1, or null; got {self.crop_ratio}")
         if self.scoring not in STRATEGIES:
             raise ConfigError(f"region-probe: unknown scoring '{self.scoring}'. Available: {', '.join(STRATEGIES)}")
         if self.n_regions < 1:
@@ -185,7 +193,7 @@ class RegionFeatures:
 def region_view(backbone, cfg: RegionProbeConfig, sam_model=None, sam_processor=None):
     """The crops or SAM view of ``cfg`` (same maximum count and area range)."""
     if cfg.regions == "crops":
-        return build_view("crops", backbone, n=cfg.n_regions, scale=cfg.crop_scale)
+        return build_view("crops", backbone, n=cfg.n_regions, scale=cfg.crop_scale, ratio=cfg.crop_ratio)
     from labelless.views.sam import SamRegionsView
 
     return SamRegionsView(

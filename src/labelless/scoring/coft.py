@@ -59,6 +59,7 @@ def deft_losses(
     warmup: bool,
     detach_pos: bool = True,
     clean_denominator: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    neg_log: str = "eps",
 ) -> dict[str, torch.Tensor]:
     """DeFT's phase-1 losses for one batch.
 
@@ -69,6 +70,8 @@ def deft_losses(
         clean-sample mean (None: ``max(count, 1)``). Under torchrun the caller passes
         ``max(global count, 1) / number of ranks``, so that the ranks' averaged gradients equal
         the single-process gradient of the whole batch.
+    neg_log: the logarithms of ``L_neg``: ``eps`` (ours) ``log(p + 1e-8)``, never saturating;
+        ``clamp`` (DeFT) ``log(max(p, 1e-5))``, constant with zero gradient below 1e-5.
 
     Returns ``cls`` (CE of ``s+`` over the clean samples, 0 when none), ``neg`` (mean over the
     batch of ``-log p_no[comp] - log p_yes[y']``), ``clean`` ``(B,)`` bool mask (``p_yes[y] >
@@ -86,9 +89,16 @@ def deft_losses(
     denom = count.clamp_min(1) if clean_denominator is None else clean_denominator(count)
     cls = (ce * clean).sum() / denom
     y_prime = torch.where(clean, labels, s_pos.detach().argmax(dim=1))
-    eps = 1e-8
-    log_yes = torch.log(gather_clean(p_yes, y_prime) + eps)
-    log_no = torch.log(1 - gather_clean(p_yes, comp) + eps)
+    if neg_log == "eps":
+        def log(p):
+            return torch.log(p + 1e-8)
+    elif neg_log == "clamp":
+        def log(p):
+            return torch.log(p.clamp_min(1e-5))
+    else:
+        raise ValueError(f"neg_log must be eps or clamp, got {neg_log!r}")
+    log_yes = log(gather_clean(p_yes, y_prime))
+    log_no = log(1 - gather_clean(p_yes, comp))
     neg = -(log_no + log_yes).mean()
     return {"cls": cls, "neg": neg, "clean": clean, "p_clean": p_clean.detach(), "n_clean": denom}
 

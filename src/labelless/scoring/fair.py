@@ -151,15 +151,17 @@ def fairness_loss(
     """MUST's fairness regulariser ``-(1/C) sum_c log p_bar_c`` (docs/methods/fair.md).
 
     probs ``(B, C)`` softmax outputs -> ``(loss, p_bar)`` with ``p_bar (C,)`` detached for the
-    next call. ``momentum=0`` (or ``running=None``): ``p_bar`` is the batch mean (DPA, FAIR's
-    ``--reg_batch``). ``momentum=m > 0``: ``p_bar = m sg(running) + (1 - m) batch_mean`` and the
-    loss is divided by ``1 - m`` (MUST/microCLIP's running form uses m = 0.5 and ``/ 0.5``).
+    next call. ``momentum=0``: ``p_bar`` is the batch mean (DPA, FAIR's ``--reg_batch``) and
+    ``running`` is ignored. ``momentum=m > 0`` (MUST's running form, ``engine_self_training.py``
+    with m = 0.5): ``p_bar = m sg(running) + (1 - m) batch_mean``, or the batch mean when there is
+    no running mean yet (``running=None``: MUST's first step of every epoch), and the loss is
+    divided by ``1 - m`` on every step, the first included (MUST's ``/ 0.5``).
     """
     batch = probs.mean(dim=0)  # (C,)
-    if running is None or momentum <= 0:
+    if momentum <= 0:
         p_bar, scale = batch, 1.0
     else:
-        p_bar = momentum * running.detach().to(batch) + (1.0 - momentum) * batch
+        p_bar = batch if running is None else momentum * running.detach().to(batch) + (1.0 - momentum) * batch
         scale = 1.0 / (1.0 - momentum)
     loss = -torch.log(p_bar.clamp_min(1e-12)).mean() * scale
     return loss, p_bar.detach()

@@ -28,7 +28,8 @@ def mixer_weights(
     texts: (B, K, d) text embeddings (K texts per sample), L2-normalised.
     prototypes: (C, d) class prototypes (normalised here), C >= 2.
     mask: (B, K) bool, False where a text is absent (weight 0).
-    Returns (B, K) weights, detached (the code never back-propagates through them).
+    Returns (B, K) fp32 weights, detached (the code never back-propagates through them); fp32
+    whatever the texts' dtype, so that bf16 texts do not round the margins.
     """
     with torch.no_grad():
         P = F.normalize(prototypes.float(), dim=-1)  # (C, d)
@@ -37,7 +38,7 @@ def mixer_weights(
         w = top2[..., 0] - top2[..., 1] + MIXER_EPS  # (B, K)
         if mask is not None:
             w = w * mask.to(w.dtype)
-    return w.to(texts.dtype)
+    return w
 
 
 def mix_texts(texts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

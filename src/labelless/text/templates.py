@@ -109,7 +109,26 @@ OPENAI_ENSEMBLE_TEMPLATES = (
     "a photo of the small {c}.",
 )
 
-# Built-in sets by name. The per-data-set entries are CoOp's single hand-written prompts.
+# LaTTe-CLIP's per-data-set ``templates`` lists (astra-vision/LatteCLIP @ cf315fb,
+# ``src/training/abo.py``: one prompt each; the base class's "a photo of a {c}." where a data set
+# sets none). The official zero-shot classifier (``build_zero_shot_classifier``) and the label
+# text ``templates[0]`` both use them, so the "ensemble" is this one prompt. They differ from
+# CoOp's for eurosat, food101, oxford_pets and ucf101.
+LATTECLIP_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "caltech101": ("a photo of a {c}.",),
+    "dtd": ("{c} texture.",),
+    "eurosat": ("a photo of a {c}.",),
+    "fgvc_aircraft": ("a photo of a {c}, a type of aircraft.",),
+    "food101": ("a photo of a {c}, a type of food.",),
+    "oxford_flowers": ("a photo of a {c}, a type of flower.",),
+    "oxford_pets": ("a photo of a {c}.",),
+    "stanford_cars": ("a photo of a {c}.",),
+    "sun397": ("a photo of a {c}.",),
+    "ucf101": ("a photo of a person doing {c}",),
+}
+
+# Built-in sets by name. The per-data-set entries are CoOp's single hand-written prompts;
+# ``latteclip-<data set>`` are LaTTe-CLIP's (:data:`LATTECLIP_TEMPLATES`).
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "clip": ("a photo of a {c}.",),
     "imagenet": IMAGENET_TEMPLATES,
@@ -124,6 +143,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "caltech101": ("a photo of a {c}.",),
     "sun397": ("a photo of a {c}.",),
     "stanford_cars": ("a photo of a {c}.",),
+    **{f"latteclip-{name}": prompts for name, prompts in LATTECLIP_TEMPLATES.items()},
 }
 
 

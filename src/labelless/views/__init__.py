@@ -10,6 +10,7 @@ feature-cache key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,11 +61,15 @@ class CropConfig:
     scale: (a, b); each crop is a square of side ``s * min(H, W)`` with ``s ~ U(a, b)`` at a
         uniformly random position (WCA's code and docs/methods/zeroshot.md: a side fraction, not an area).
     include_global: prepend the global view as view 0 (then V = n + 1).
+    ratio: None (square crops, the default) or ``(r0, r1)``: rectangular crops of the same area
+        ``(s * min(H, W))^2`` with aspect ratio ``w / h = exp(U(log r0, log r1))`` (torchvision's
+        RandomResizedCrop draw), each side capped at the image's.
     """
 
     n: int = 8
     scale: tuple[float, float] = (0.5, 0.9)
     include_global: bool = False
+    ratio: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.n < 1:
@@ -72,30 +77,43 @@ class CropConfig:
         a, b = self.scale
         if not 0 < a <= b <= 1:
             raise ConfigError(f"crops.scale must satisfy 0 < a <= b <= 1, got {self.scale}")
+        if self.ratio is not None and not (len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1]):
+            raise ConfigError(f"crops.ratio must be (r0, r1) with 0 < r0 <= r1, or none; got {self.ratio}")
 
 
 def crop_boxes(width: int, height: int, cfg: CropConfig, rng: np.random.Generator) -> np.ndarray:
-    """``(n, 4)`` integer boxes ``(left, top, right, bottom)`` of random square crops."""
+    """``(n, 4)`` integer boxes ``(left, top, right, bottom)`` of random square crops, or
+    rectangular ones of the same area when ``cfg.ratio`` is set."""
     short = min(width, height)
     s = rng.uniform(cfg.scale[0], cfg.scale[1], size=cfg.n)
-    side = np.maximum(1, np.round(s * short)).astype(int)
-    left = (rng.random(cfg.n) * (width - side + 1)).astype(int)
-    top = (rng.random(cfg.n) * (height - side + 1)).astype(int)
-    return np.stack([left, top, left + side, top + side], axis=1)
+    if cfg.ratio is None:
+        w = h = np.maximum(1, np.round(s * short)).astype(int)
+    else:
+        r = np.exp(rng.uniform(math.log(cfg.ratio[0]), math.log(cfg.ratio[1]), size=cfg.n))
+        side = s * short
+        w = np.clip(np.round(side * np.sqrt(r)), 1, width).astype(int)
+        h = np.clip(np.round(side / np.sqrt(r)), 1, height).astype(int)
+    left = (rng.random(cfg.n) * (width - w + 1)).astype(int)
+    top = (rng.random(cfg.n) * (height - h + 1)).astype(int)
+    return np.stack([left, top, left + w, top + h], axis=1)
 
 
 @VIEWS.register("crops")
 class RandomCropsView(View):
-    """N random square crops, side ~ U(a, b) * min(H, W), each resized to the model input."""
+    """N random square crops, side ~ U(a, b) * min(H, W), each resized to the model input
+    (``ratio=(r0, r1)``: rectangles of the same area, squashed whole to the model input)."""
 
     name = "crops"
 
-    def __init__(self, backbone, n: int = 8, scale=(0.5, 0.9), include_global: bool = False, **_):
-        self.cfg = CropConfig(int(n), tuple(float(v) for v in scale), bool(include_global))
+    def __init__(self, backbone, n: int = 8, scale=(0.5, 0.9), include_global: bool = False,
+                 ratio=None, **_):
+        ratio = None if ratio is None else tuple(float(v) for v in ratio)
+        self.cfg = CropConfig(int(n), tuple(float(v) for v in scale), bool(include_global), ratio)
         self.preprocess = backbone.preprocess
         self.pp = dict(getattr(backbone, "preprocess_cfg", {}))
         self.num_views = self.cfg.n + int(self.cfg.include_global)
         self._fast = _square_resize_params(backbone)
+        self.size = int(backbone.image_size)
 
     def __call__(self, img, rng):
         boxes = crop_boxes(img.width, img.height, self.cfg, rng)
@@ -103,7 +121,8 @@ class RandomCropsView(View):
         if self._fast is not None:
             # Same pixels as ``preprocess(img.crop(box))`` (a square crop resized to S x S and
             # normalised), without the per-crop transform pipeline: one tensor conversion and
-            # one normalisation for all crops.
+            # one normalisation for all crops. A rectangular crop is squashed to S x S whole
+            # (as RandomResizedCrop does), not centre-cropped to a square.
             size, resample, mean, std = self._fast
             crops = [
                 np.asarray(img.crop(tuple(int(v) for v in box)).resize((size, size), resample))
@@ -112,11 +131,20 @@ class RandomCropsView(View):
             x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255)
             views.append(x.sub_(mean).div_(std))
         else:
-            views.append(torch.stack([self.preprocess(img.crop(tuple(int(v) for v in box))) for box in boxes]))
+            def crop(box):
+                c = img.crop(tuple(int(v) for v in box))
+                if self.cfg.ratio is not None:  # the whole rectangle, squashed to S x S
+                    c = c.resize((self.size, self.size), Image.BICUBIC)
+                return self.preprocess(c)
+
+            views.append(torch.stack([crop(box) for box in boxes]))
         return torch.cat(views)
 
     def config(self):
-        return {"view": self.name, **asdict(self.cfg), "preprocess": self.pp}
+        cfg = asdict(self.cfg)
+        if cfg["ratio"] is None:
+            del cfg["ratio"]  # square crops keep the cache keys they had before the option
+        return {"view": self.name, **cfg, "preprocess": self.pp}
 
 
 class _TorchvisionView(View):

@@ -1,12 +1,18 @@
-"""Learning tests on a HELD-OUT testbed task: the shipped recipes must keep their gain on a task
+"""Learning test on a HELD-OUT testbed task: a shipped recipe must keep its gain on a task
 nobody tuned on.
 
 The task is ``experiments/testbed/heldout/heldout-4-mixed.yaml`` (the held-out suite's
-mixed-attribute task, picked before any held-out number was seen: every pair of classes differs
-in its own attribute). Each run is exactly the held-out suite's run of that method (same recipe
-from :mod:`labelless.demo`, seed 0, adapt on train, top-1 on test), and each margin is set below
-the gain the suite measured, by more than the seed spread seen on the dev tasks
-(``experiments/testbed/results/``).
+mixed-attribute task, picked before any held-out number was seen). The run is exactly the
+held-out suite's run (the recipe from :mod:`labelless.demo`, seed 0, adapt on train, top-1 on
+test; ``labelless bench experiments/testbed/heldout-suite.yaml``).
+
+What is asserted is what held on the whole held-out suite (``experiments/testbed/results/
+heldout-suite.md``, 6 tasks, seed 0): LaTTe-CLIP +4.1 ± 2.5 over zero-shot with descriptions,
+>= +3 on 5 of 6 tasks, +7.3 on this task; the margin (+3) sits 4 points below that, more than
+its seed spread on the shipped task (± 0.8 over 3 seeds). FAIR (-0.6 ± 4.8), the region probe
+(+0.7 ± 1.0), CoFT (-2.2 ± 7.8), CoFT+ (+2.2 ± 3.4) and FLYP + pseudo-labels did NOT hold on the
+suite, so nothing is asserted for them here, even where this one task shows a gain (the
+README's testbed section and docs/methods/ say why).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from labelless.demo import COFT_TESTBED, FAIR_TESTBED, LATTE_TESTBED_OPTIM
+from labelless.demo import LATTE_TESTBED_OPTIM
 from labelless.methods.base import Runtime
 from labelless.runner import RunConfig, run
 
@@ -38,17 +44,8 @@ def zero_shot(tmp_path_factory) -> float:
     return _top1(tmp_path_factory.mktemp("zs"), "zeroshot", {"scorer": "cupl"}, "zs")
 
 
-# (method, recipe, asserted gain over zero-shot with descriptions in top-1 points)
-CASES = {
-    "fair": ("fair", FAIR_TESTBED, 3.0),
-    "latteclip": ("latteclip", {"captions": "testbed", "groups": "testbed", "optim": LATTE_TESTBED_OPTIM}, 3.0),
-    "coft": ("coft", COFT_TESTBED, 3.0),
-}
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_recipe_keeps_its_gain_on_a_heldout_task(tmp_path, zero_shot, name):
-    method, params, margin = CASES[name]
-    top1 = _top1(tmp_path, method, params, name)
-    print(f"\n[held-out {TASK.stem}] {name} {top1:.1f} vs zero-shot {zero_shot:.1f}")
-    assert top1 >= zero_shot + margin
+def test_latteclip_keeps_its_gain_on_a_heldout_task(tmp_path, zero_shot):
+    params = {"captions": "testbed", "groups": "testbed", "optim": LATTE_TESTBED_OPTIM}
+    top1 = _top1(tmp_path, "latteclip", params, "latteclip")
+    print(f"\n[held-out {TASK.stem}] LaTTe-CLIP {top1:.1f} vs zero-shot {zero_shot:.1f}")
+    assert top1 >= zero_shot + 3.0

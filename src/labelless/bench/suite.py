@@ -44,7 +44,7 @@ def summarize_suite(rows: list[dict], baseline: str, margin: float = MARGIN) -> 
     mean = {k: statistics.fmean(v) for k, v in per.items()}
     out = SuiteSummary(baseline, margin)
     out.base = {(d, m): v for (run, d, m), v in mean.items() if run == baseline}
-    keys = sorted({(run, m) for run, _, m in mean}, key=lambda x: (x[1], x[0] != baseline))
+    keys = sorted({(run, m) for run, _, m in mean}, key=lambda x: (x[1], x[0] != baseline, x[0]))
     for run, model in keys:
         tasks = sorted(d for (r, d, m) in mean if r == run and m == model and (d, m) in out.base)
         if not tasks:

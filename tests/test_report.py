@@ -161,8 +161,8 @@ def test_broken_run_folders_are_named(capsys, runs, tmp_path):
     assert len(read_predictions(labelled)) == 18
 
 
-def test_demo_ends_with_a_report(tmp_path, capsys):
-    """``labelless demo`` writes the report of all its runs and prints where (the training-free
+def test_demo_ends_with_a_report(tmp_path, lablog):
+    """``labelless demo`` writes the report of all its runs and says where (the training-free
     entries only, to stay fast; the testbed is the one the learning tests build)."""
     from labelless.demo import demo
     from labelless.methods.base import Runtime
@@ -171,9 +171,8 @@ def test_demo_ends_with_a_report(tmp_path, capsys):
     ensure_testbed()
     rows = demo(tmp_path / "demo", Runtime(device="cpu", progress=False, cache_dir=str(tmp_path / "cache")),
                 only=["zero-shot"])
-    out = capsys.readouterr().out
     page = tmp_path / "demo" / "report" / "report.html"
-    assert f"report: {page}" in out
+    assert f"report: {page}" in lablog.text  # on the labelless logger (stdout on the CLI)
     html = page.read_text()
     assert len(rows) == 2 and html.count('<section class="gallery"') == 10
     assert html.count('class="run-row"') == 10 * 2

@@ -62,6 +62,15 @@ def _try_write(folder: Path) -> OSError | None:
     return None
 
 
+def _refuse_under_a_file(path: Path, flag: str, fix: str) -> None:
+    """Raise when the nearest existing ancestor of ``path`` is a file, not a folder."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise LabellessError(f"{flag} '{path}' lies under '{parent}', which is a file. {fix}")
+            return
+
+
 def check_out_dir(path: str | os.PathLike, flag: str = "--out", subfolders: bool = False) -> Path:
     """Create ``path`` as a folder and check that files can be written in it (and, with
     ``subfolders``, in the folders directly under it); raise :class:`LabellessError` naming the
@@ -70,11 +79,7 @@ def check_out_dir(path: str | os.PathLike, flag: str = "--out", subfolders: bool
     fix = f"Choose a writable folder with {flag}."
     if path.exists() and not path.is_dir():
         raise LabellessError(f"{flag} '{path}' is an existing file, not a folder. {fix}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise LabellessError(f"{flag} '{path}' lies under '{parent}', which is a file. {fix}")
-            break
+    _refuse_under_a_file(path, flag, fix)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -101,11 +106,7 @@ def check_out_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     fix = f"Give a writable file path, e.g. {flag} predictions.csv."
     if path.is_dir():
         raise LabellessError(f"{flag} '{path}' is a folder, not a file. {fix}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise LabellessError(f"{flag} '{path}' lies under '{parent}', which is a file. {fix}")
-            break
+    _refuse_under_a_file(path, flag, fix)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -87,6 +87,20 @@ def _params(method):
     return {n: p.detach().clone() for n, p in method.model.named_parameters()}
 
 
+def _lr_per_step(out, cfg) -> list[float]:
+    """The optimiser's learning rate at every training step of a toy run."""
+    seen = []
+
+    class Spy(ToyMethod):
+        def training_step(self, batch, step):
+            seen.append(loop.opt.param_groups[0]["lr"])
+            return super().training_step(batch, step)
+
+    loop = _loop(Spy(), out, cfg)
+    loop.run()
+    return seen
+
+
 def _strip_time(history):
     return [{k: v for k, v in row.items() if k != "time_s"} for row in history]
 
@@ -264,30 +278,14 @@ def test_scheduler_gives_the_closed_form_lr_at_every_update(lr, min_lr, warmup, 
 def test_loop_lr_per_micro_batch_follows_the_closed_form(tmp_path, accum, warmup, min_lr):
     # 3 epochs of 5 micro-batches; with accumulation every micro-batch of update k uses lr(k)
     cfg = _cfg(epochs=3, grad_accum=accum, warmup_steps=warmup, lr=0.2, min_lr=min_lr)
-    seen = []
-
-    class Spy(ToyMethod):
-        def training_step(self, batch, step):
-            seen.append(loop.opt.param_groups[0]["lr"])
-            return super().training_step(batch, step)
-
-    loop = _loop(Spy(), tmp_path, cfg)
-    loop.run()
+    seen = _lr_per_step(tmp_path, cfg)
     total = 15 // accum
     assert seen == pytest.approx([_closed_form_lr(s // accum, total, cfg) for s in range(15)], rel=1e-12)
 
 
 def test_loop_applies_schedule(tmp_path):
     cfg = _cfg(epochs=2, warmup_steps=0, lr=0.2, min_lr=0.0)
-    seen = []
-
-    class Spy(ToyMethod):
-        def training_step(self, batch, step):
-            seen.append(loop.opt.param_groups[0]["lr"])
-            return super().training_step(batch, step)
-
-    loop = _loop(Spy(), tmp_path, cfg)
-    loop.run()
+    seen = _lr_per_step(tmp_path, cfg)
     total = 10
     assert seen == pytest.approx([0.1 * (1 + math.cos(math.pi * s / total)) for s in range(total)])
 

@@ -25,6 +25,16 @@ def _grad_step(backbone, tuner):
     assert not missing, missing
 
 
+
+def _assert_fresh_base_with(tuned: dict, x, adapted) -> None:
+    """Copying the merged tensors ``tuned`` into a fresh base model reproduces ``adapted``."""
+    fresh = load_backbone(TINY)
+    with torch.no_grad():
+        own = dict(fresh.model.named_parameters())
+        for n, t in tuned.items():
+            own[n].copy_(t)
+        torch.testing.assert_close(fresh.encode_image(x).embeds, adapted, atol=1e-5, rtol=1e-4)
+
 def test_registered_tuners():
     assert {"layernorm", "lora", "full", "kadaptation"} <= set(TUNERS.names())
     with pytest.raises(UnknownNameError, match="layernorm"):
@@ -84,13 +94,7 @@ def test_lora_tuner_trains_only_adapters_then_merges(tiny_backbone):
     assert set(tuned) <= base_names
     assert any(n.endswith("attn.in_proj_weight") for n in tuned)
     assert any(n.endswith("mlp.c_fc.weight") for n in tuned)
-    # applying the merged tensors to a fresh base model reproduces the adapted model
-    fresh = load_backbone(TINY)
-    with torch.no_grad():
-        own = dict(fresh.model.named_parameters())
-        for n, t in tuned.items():
-            own[n].copy_(t)
-        torch.testing.assert_close(fresh.encode_image(x).embeds, adapted, atol=1e-5, rtol=1e-4)
+    _assert_fresh_base_with(tuned, x, adapted)
 
 
 def test_lora_bad_target_is_a_config_error(tiny_backbone):
@@ -140,11 +144,6 @@ def test_kadaptation_tuner_trains_only_its_factors_then_merges(tiny_backbone):
     assert changed == set(tuned)
     with torch.no_grad():
         torch.testing.assert_close(tiny_backbone.encode_image(x).embeds, adapted, atol=1e-5, rtol=1e-4)
-    fresh = load_backbone(TINY)
-    with torch.no_grad():
-        own = dict(fresh.model.named_parameters())
-        for n, t in tuned.items():
-            own[n].copy_(t)
-        torch.testing.assert_close(fresh.encode_image(x).embeds, adapted, atol=1e-5, rtol=1e-4)
+    _assert_fresh_base_with(tuned, x, adapted)
     with pytest.raises(ConfigError, match="must divide"):
         build_tuner(load_backbone(TINY), "kadaptation", n=5)

@@ -16,14 +16,14 @@ leaves pseudo-labels nothing to learn from, a task near perfect leaves nothing t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from labelless.errors import ConfigError
 from labelless.testbed.task import TaskConfig, class_descriptions, task_scene, task_world
-from labelless.testbed.world import COLOURS, SHAPES, TEXTURES, WorldConfig, render
+from labelless.testbed.world import COLOURS, SHAPES, TEXTURES, render
 
 MODES: tuple[str, ...] = ("texture", "shape", "colour", "mixed")
 _ATTR_INDEX = {"shape": 0, "colour": 1, "texture": 2}
@@ -84,16 +84,10 @@ def task_for(classes, seed: int, difficulty: float, backgrounds: tuple[str, ...]
     d = float(np.clip(difficulty, 0.0, 1.0))
     lo = round(0.52 - 0.24 * d, 3)  # main object diameter: 0.52 .. 0.28 of the image side
     n_dis = (0, 1) if d < 1 / 3 else (1, 2) if d < 2 / 3 else (1, 3)
-    world = WorldConfig(**{**_world_kwargs(task_world()), "seed": int(seed), "backgrounds": backgrounds,
-                           "size_range": (lo, round(lo + 0.12, 3)), "n_distractors": n_dis})
+    world = replace(task_world(), seed=int(seed), backgrounds=backgrounds,
+                    size_range=(lo, round(lo + 0.12, 3)), n_distractors=n_dis)
     return TaskConfig(classes=tuple(classes), world=world, n_train=splits[0], n_val=splits[1],
                       n_test=splits[2])
-
-
-def _world_kwargs(w: WorldConfig) -> dict:
-    from dataclasses import fields
-
-    return {f.name: getattr(w, f.name) for f in fields(w)}
 
 
 def zero_shot_val(cfg: TaskConfig, model, n: int = 300) -> float:

@@ -138,3 +138,25 @@ def test_coft_phase1_step_on_both_backends(backbone):
     for n, p in p1.named_trainable():
         assert p.grad is not None and p.grad.abs().sum() > 0, n
     assert all(p.grad is None for p in backbone.model.parameters())
+
+
+def test_class_specific_context_from_phrases(backbone):
+    """class_init: each class's context starts from its own phrase's token embeddings; a phrase of
+    exactly n_ctx tokens gives the plain encoder's features of "<phrase> <class>."; shorter
+    phrases keep the shared initialisation after their tokens; other contexts are unchanged."""
+    phrases = ["a photo of a", "a small", "a blue picture of"]  # 4, 2, 4 tokens
+    kw = dict(names=("pos", "neg"), n_ctx=4, generator=None)
+    shared = PromptLearner(backbone, CLASSES, **{**kw, "generator": torch.Generator().manual_seed(3)})
+    learner = PromptLearner(backbone, CLASSES, **{**kw, "generator": torch.Generator().manual_seed(3)},
+                            class_init={"pos": phrases})
+    assert learner.ctx["pos"].shape == (3, 4, shared.tower.width) and learner.ctx["neg"].dim() == 2
+    torch.testing.assert_close(learner.ctx["neg"], shared.ctx["neg"])  # same random draw as before
+    torch.testing.assert_close(learner.ctx["pos"][1, 2:], shared.ctx["pos"][2:])  # the shared tail
+    with torch.no_grad():
+        ref = backbone.encode_text([f"{p} {c.replace('_', ' ')}." for p, c in zip(phrases, CLASSES)])
+        got = learner("pos")
+    for i in (0, 2):  # full-length phrases: exactly the plain sentence
+        torch.testing.assert_close(got[i], ref[i], atol=1e-5, rtol=1e-5)
+    assert (got[1] - ref[1]).abs().max() > 1e-3  # the short phrase is padded with the random tail
+    with pytest.raises(ConfigError, match="one phrase per class"):
+        PromptLearner(backbone, CLASSES, n_ctx=4, class_init={"ctx": phrases[:2]})

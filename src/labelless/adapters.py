@@ -13,6 +13,9 @@ extraction) keep their usual shapes. It works through forward hooks, on both bac
 Use it as a context manager (``with vpt.attached(): backbone.encode_image(x)``) or with
 ``attach()``/``detach()``; detached, the backbone is exactly the plain model again. The module's
 only parameters are the prompts, so ``vpt.named_parameters()`` is what a PEFT phase trains.
+
+:class:`LoraAdapter` gives LoRA (the ``lora`` tuner of :mod:`labelless.tuners`, peft) the same
+interface, plus ``release()``, which takes the LoRA layers out of the backbone again.
 """
 
 from __future__ import annotations
@@ -141,4 +144,104 @@ class VPTDeep(nn.Module):
                 self.detach()
 
 
-__all__ = ["VPTDeep", "vision_blocks"]
+class LoraAdapter:
+    """LoRA on the image tower (the ``lora`` tuner, peft) as a switchable lightweight module.
+
+    Built detached: the LoRA layers are injected but disabled. ``attach``/``detach`` (and the
+    ``attached()`` context) enable/disable them; ``named_parameters()`` are the LoRA matrices
+    only (names relative to the image tower). ``release()`` removes the LoRA layers without
+    merging them and restores the targeted base weights exactly (peft's attention LoRA merges and
+    unmerges them around each forward, which leaves float round-off), so the backbone is the
+    pre-trained model again, with its own module and parameter names; a released adapter keeps
+    its matrices and re-injects them for the duration of a later ``attached()`` block.
+
+    seed: seeds peft's initialisation (``lora_A`` Kaiming-uniform, ``lora_B`` zero) without
+        touching the global random state. options: the tuner's ``r``, ``alpha``, ``dropout``,
+        ``targets``.
+    """
+
+    def __init__(self, backbone, seed: int = 0, **options):
+        self.backbone = backbone
+        self.options = dict(options)
+        self._seed = int(seed)
+        self._saved: dict[str, torch.Tensor] | None = None
+        self._inject()
+
+    def _inject(self) -> None:
+        from labelless.tuners import LoraTuner
+
+        dev = torch.device(self.backbone.device)
+        cuda = [dev.index or 0] if dev.type == "cuda" else []
+        before = dict(self.backbone.model.named_parameters())  # the pre-injection parameters
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self._seed)
+            self.tuner = LoraTuner(self.backbone, **self.options)
+        self._base = {n: before[n].detach().to("cpu", copy=True) for n in self.tuner.base_names}
+        self._params = [(n, p) for n, p in self.tuner.lora.model.named_parameters() if "lora_" in n]
+        if self._saved is not None:
+            with torch.no_grad():
+                for n, p in self._params:
+                    p.copy_(self._saved[n])
+            self._saved = None
+        self._disable()
+        self._attached = False
+
+    def _disable(self) -> None:
+        self.tuner.lora.disable_adapter_layers()
+        for _, p in self._params:  # peft freezes disabled adapters; they stay trainable here
+            p.requires_grad_(True)
+
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(self._params)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for _, p in self._params]
+
+    @property
+    def released(self) -> bool:
+        return self._saved is not None
+
+    def attach(self) -> LoraAdapter:
+        if self.released:
+            raise RuntimeError("a released LoraAdapter attaches only inside attached()")
+        self.tuner.lora.enable_adapter_layers()
+        self._attached = True
+        return self
+
+    def detach(self) -> None:
+        if not self.released:
+            self._disable()
+        self._attached = False
+
+    @property
+    def is_attached(self) -> bool:
+        return self._attached
+
+    @contextlib.contextmanager
+    def attached(self):
+        was, reinject = self.is_attached, self.released
+        if reinject:
+            self._inject()
+        self.attach()
+        try:
+            yield self
+        finally:
+            if not was:
+                self.detach()
+            if reinject:
+                self.release()
+
+    def release(self) -> None:
+        """Take the LoRA layers out of the backbone (keeping their values): the plain model again."""
+        if self.released:
+            return
+        self._saved = {n: p.detach().clone() for n, p in self._params}
+        self.tuner.lora.unload()
+        own = dict(self.backbone.model.named_parameters())
+        with torch.no_grad():
+            for n, t in self._base.items():
+                own[n].copy_(t)
+        self._attached = False
+
+
+__all__ = ["LoraAdapter", "VPTDeep", "vision_blocks"]

@@ -116,6 +116,10 @@ class PromptLearner(nn.Module):
         then ``n_ctx`` is the phrase's token count (CoOp's ``ctx_init``).
     init_std: standard deviation of the random initialisation (CoOp/DeFT: 0.02).
     generator: a ``torch.Generator`` for the random initialisation (reproducible contexts).
+    class_init: ``{context name: one phrase per class}`` makes those contexts class-specific,
+        ``(C, M, w)`` instead of ``(M, w)`` (CoOp's class-specific context): each class's first
+        ``min(M, tokens)`` vectors are the token embeddings of its phrase, the others start as
+        the shared context would (``init`` / ``init_std``).
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class PromptLearner(nn.Module):
         init: str | None = None,
         init_std: float = 0.02,
         generator: torch.Generator | None = None,
+        class_init: dict[str, list[str]] | None = None,
     ):
         super().__init__()
         if not classnames:
@@ -155,6 +160,8 @@ class PromptLearner(nn.Module):
                 t = torch.empty(self.n_ctx, self.tower.width)
                 t.normal_(0.0, init_std, generator=generator)
                 ctx[name] = nn.Parameter(t.to(device))
+        for name, phrases in (class_init or {}).items():
+            ctx[name] = nn.Parameter(self._class_context(ctx[name].detach(), list(phrases), len(classnames)))
         self.ctx = nn.ParameterDict(ctx)
         placeholder = " ".join([PLACEHOLDER] * self.n_ctx)
         prompts = [f"{placeholder} {c.replace('_', ' ')}." for c in self.classnames]
@@ -171,11 +178,28 @@ class PromptLearner(nn.Module):
         self.register_buffer("token_prefix", full[:, :1].clone(), persistent=False)  # SOS
         self.register_buffer("token_suffix", full[:, 1 + self.n_ctx :].clone(), persistent=False)
 
+    def _class_context(self, shared: torch.Tensor, phrases: list[str], n_cls: int) -> torch.Tensor:
+        """``(C, M, w)``: ``shared (M, w)`` per class, its first vectors from each phrase's tokens."""
+        if len(phrases) != n_cls:
+            raise ConfigError(f"class_init needs one phrase per class ({n_cls}), got {len(phrases)}")
+        ids, _ = self.tower.tokenize(phrases)
+        n_tok = self.tower.eot_index(ids) - 1  # (C,) tokens between SOS and EOT
+        with torch.no_grad():
+            emb = self.tower.token_embedding(ids).float()  # (C, L, w)
+        out = shared.float().unsqueeze(0).repeat(n_cls, 1, 1)  # (C, M, w)
+        for i in range(n_cls):
+            k = min(int(n_tok[i]), self.n_ctx)
+            out[i, :k] = emb[i, 1 : 1 + k]
+        return out.to(shared.device)
+
     def embeddings(self, name: str) -> torch.Tensor:
         """``(C, L, w)`` token embeddings of the class prompts with context ``name``."""
         c = self.ctx[name]
         n_cls = self.token_prefix.shape[0]
-        ctx = c.unsqueeze(0).expand(n_cls, -1, -1).to(self.token_prefix.dtype)
+        if c.dim() == 3:  # class-specific context (C, M, w)
+            ctx = c.to(self.token_prefix.dtype)
+        else:
+            ctx = c.unsqueeze(0).expand(n_cls, -1, -1).to(self.token_prefix.dtype)
         return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
 
     def forward(self, name: str | None = None, normalize: bool = True) -> torch.Tensor:

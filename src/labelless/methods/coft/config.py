@@ -8,6 +8,9 @@ from typing import Literal
 from labelless.engine import OptimConfig
 from labelless.errors import ConfigError
 
+#: The keys ``CoFTConfig.lora_options`` accepts (the ``lora`` tuner's options).
+LORA_OPTIONS = ("r", "alpha", "dropout", "targets")
+
 
 @dataclass
 class Phase1Optim(OptimConfig):
@@ -53,9 +56,23 @@ class CoFTConfig:
     ctx_init: [O] None = random N(0, ctx_init_std^2) contexts [D]; a phrase (e.g. "a photo of a")
         initialises both prompts from its token embeddings (CoOp's ctx_init).
     ctx_init_std: [D] 0.02.
-    adapter: [P]/[D] the lightweight visual module of phase 1: ``vpt`` (VPT-deep, DeFT's choice).
+    pos_ctx_init: [O] the positive prompt's context: ``ctx_init`` (one context shared by every
+        class, initialised as ``ctx_init`` says: CoOp/DeFT [D]) or ``class_text`` (one context
+        per class, its first ``n_ctx`` vectors taken from the token embeddings of the class's
+        first zero-shot text, i.e. the LLM description with ``text_source=texts``; the rest as
+        ``ctx_init``): a reading of CoFT+'s "LLM-generated prompts" [P]. The negative prompt
+        stays shared.
+    adapter: [P] the lightweight visual module of phase 1: ``vpt`` (VPT-deep, DeFT's choice [D])
+        or ``lora`` (LoRA via peft, the ``lora`` tuner's targets [O]; removed again after phase 1).
     vpt_tokens: [D] prompt tokens per layer (20).
     vpt_layers: [D] layers with prompts (None: all, deep VPT).
+    lora_options: [O] options of the ``lora`` adapter: ``r`` (8), ``alpha`` (16), ``dropout`` (0),
+        ``targets`` (a module regex; default: the ``lora`` tuner's attention + MLP layers).
+    vision_model: [P] "dual-model": the vision side's model. ``shared`` [O]: a linear head on the
+        detached [CLS] of the text side's adapted encoder; ``separate`` [O]: its own copy of the
+        image tower with its own lightweight module (``adapter``), trained with the head in phase 1
+        on the samples the text side's gate marks clean; the text side's encoder never sees the
+        head's loss.
     phase1_select: [P]/[O] phase 1 trains on "high-confidence samples": ``top_frac`` keeps the
         ``phase1_top_frac`` most confident samples of each pseudo-class [O] (as many per class as
         the pseudo-labels give it, so zero-shot's class imbalance carries over); ``top_k`` keeps
@@ -108,9 +125,12 @@ class CoFTConfig:
     n_ctx: int = 16
     ctx_init: str | None = None
     ctx_init_std: float = 0.02
-    adapter: Literal["vpt"] = "vpt"
+    pos_ctx_init: Literal["ctx_init", "class_text"] = "ctx_init"
+    adapter: Literal["vpt", "lora"] = "vpt"
     vpt_tokens: int = 20
     vpt_layers: int | None = None
+    lora_options: dict = field(default_factory=dict)
+    vision_model: Literal["shared", "separate"] = "shared"
     phase1_select: Literal["top_frac", "top_k", "all"] = "top_k"
     phase1_top_frac: float = 0.5
     phase1_top_k: int = 16
@@ -144,6 +164,15 @@ class CoFTConfig:
             raise ConfigError(f"text_source must be label_texts or texts, got {self.text_source!r}")
         if self.prompt_class_text not in ("name", "text"):
             raise ConfigError(f"prompt_class_text must be name or text, got {self.prompt_class_text!r}")
+        if self.pos_ctx_init not in ("ctx_init", "class_text"):
+            raise ConfigError(f"pos_ctx_init must be ctx_init or class_text, got {self.pos_ctx_init!r}")
+        if self.adapter not in ("vpt", "lora"):
+            raise ConfigError(f"adapter must be vpt or lora, got {self.adapter!r}")
+        unknown = set(self.lora_options) - set(LORA_OPTIONS)
+        if unknown:
+            raise ConfigError(f"lora_options: unknown key(s) {sorted(unknown)}; valid: {list(LORA_OPTIONS)}")
+        if self.vision_model not in ("shared", "separate"):
+            raise ConfigError(f"vision_model must be shared or separate, got {self.vision_model!r}")
         if self.neg_log not in ("eps", "clamp"):
             raise ConfigError(f"neg_log must be eps or clamp, got {self.neg_log!r}")
         if self.phase1_select not in ("top_frac", "top_k", "all"):

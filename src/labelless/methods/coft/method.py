@@ -19,7 +19,7 @@ from labelless.methods.base import FitContext, FitResult, Method
 from labelless.methods.coft.classifier import CoFTClassifier
 from labelless.methods.coft.common import _features, _visual_projection, make_head
 from labelless.methods.coft.config import CoFTConfig, CoFTPlusConfig
-from labelless.methods.coft.phase1 import Phase1
+from labelless.methods.coft.phase1 import Phase1, vision_copy
 from labelless.methods.coft.phase2 import Phase2
 from labelless.registry import METHODS
 from labelless.scoring.coft import (
@@ -101,6 +101,11 @@ def phase1_selection(cfg: CoFTConfig, conf: torch.Tensor, pseudo: torch.Tensor, 
     return per_class_top(conf, pseudo, n_classes, frac=cfg.phase1_top_frac)
 
 
+def class_texts(start: Start, classnames: list[str]) -> list[str]:
+    """The first zero-shot text of each class (the LLM description with ``text_source=texts``)."""
+    return [start.texts[c][0].rstrip(". ") for c in classnames]
+
+
 @dataclass
 class RoundResult:
     """One round's outcome: its phase-1 model, the collaboration, the next round's labels."""
@@ -114,9 +119,10 @@ class RoundResult:
 
 
 def run_round(ctx: FitContext, cfg: CoFTConfig, start: Start, pseudo: torch.Tensor, conf: torch.Tensor,
-              r: int, views: dict) -> RoundResult:
+              r: int, views: dict, vision_bb=None) -> RoundResult:
     """Round ``r`` (0-based): phase 1 on the selected samples, then the collaboration over the
-    whole train set, and the next round's pseudo-labels and confidences [O]."""
+    whole train set, and the next round's pseudo-labels and confidences [O]. ``vision_bb``: the
+    frozen copy of the image tower for ``vision_model=separate``."""
     bb, rt, train = ctx.backbone, ctx.rt, ctx.train
     C, N, truth = len(ctx.classnames), len(train), start.truth
     rdir = Path(ctx.out_dir) / (f"round{r + 1}" if cfg.rounds > 1 else ".")
@@ -125,7 +131,9 @@ def run_round(ctx: FitContext, cfg: CoFTConfig, start: Start, pseudo: torch.Tens
     rinfo = {"round": r + 1, "pseudo": selection_stats(_everything(N), pseudo, truth),
              "phase1_selected": selection_stats(sel, pseudo, truth)}
     p1 = Phase1(bb, cfg, start.prompt_classes, pseudo, sel_idx, truth, start.scale, start.text_embeds,
-                seed=rt.seed + 1000 * r, n_train=N, cls_norm=start.cls_norm)
+                seed=rt.seed + 1000 * r, n_train=N, cls_norm=start.cls_norm,
+                class_texts=class_texts(start, ctx.classnames) if cfg.pos_ctx_init == "class_text" else None,
+                vision_backbone=vision_bb)
     loop = TrainLoop(p1, _view_dataset(train, sel_idx, views, rt.seed + r), cfg.phase1,
                      rdir / "phase1", seed=rt.seed + r, num_workers=rt.num_workers, progress=rt.progress)
     history = _prefixed(loop.run(resume=ctx.resume), f"round{r + 1}/phase1")
@@ -219,8 +227,9 @@ class CoFTBase(Method):
         views = {"img": build_view(cfg.train_view, bb)}
         pseudo, conf, collab = start.pseudo, start.conf, None
         self.phase1_models: list[Phase1] = []  # kept for inspection (text/vision sides of each round)
+        vision_bb = vision_copy(bb) if cfg.vision_model == "separate" else None
         for r in range(cfg.rounds):
-            rr = run_round(ctx, cfg, start, pseudo, conf, r, views)
+            rr = run_round(ctx, cfg, start, pseudo, conf, r, views, vision_bb)
             history += rr.history
             info["rounds"].append(rr.info)
             pseudo, conf, collab = rr.pseudo, rr.conf, rr.collab

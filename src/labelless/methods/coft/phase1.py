@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
 import torch.nn.functional as F
 
-from labelless.adapters import VPTDeep
+from labelless.adapters import LoraAdapter, VPTDeep
 from labelless.backbones import ImageOutput
 from labelless.engine import distributed
 from labelless.engine.loop import epoch_steps
+from labelless.errors import ConfigError
 from labelless.methods.base import Runtime
 from labelless.methods.coft.common import _features, _head_input, _MonitorMixin, make_head
 from labelless.methods.coft.config import CoFTConfig
@@ -20,18 +22,40 @@ from labelless.scoring.coft import clean_probability, complementary_labels, deft
 log = logging.getLogger(__name__)
 
 
+def build_adapter(backbone, cfg: CoFTConfig, generator: torch.Generator, seed: int):
+    """Phase 1's lightweight visual module on ``backbone`` (``cfg.adapter``), detached."""
+    if cfg.adapter == "lora":
+        return LoraAdapter(backbone, seed=seed, **dict(cfg.lora_options))
+    return VPTDeep(backbone, cfg.vpt_tokens, cfg.vpt_layers, generator=generator)
+
+
+def vision_copy(backbone):
+    """A frozen copy of ``backbone`` for ``vision_model=separate`` (its own weights, same values)."""
+    copy_ = copy.deepcopy(backbone)
+    for p in copy_.model.parameters():
+        p.requires_grad_(False)
+    return copy_
+
+
 class Phase1(_MonitorMixin):
-    """Phase 1: dual prompts + VPT-deep + vision head on the high-confidence subset.
+    """Phase 1: dual prompts + a lightweight visual module + vision head on the high-confidence subset.
 
     Training-step objective (one batch, pseudo-labels y):
     ``L = L_cls(s+, y) + neg_weight * L_neg + head_weight * CE(head(f), y)[clean]`` with
-    ``s± = scale * <v, t±_c>`` (v from the VPT-adapted encoder), DeFT's losses
+    ``s± = scale * <v, t±_c>`` (v from the adapted encoder: VPT-deep or LoRA), DeFT's losses
     (:func:`labelless.scoring.coft.deft_losses`) and the head trained on the samples the
-    text side's gate marks clean (its peer's filter).
+    text side's gate marks clean (its peer's filter). The head reads ``f``, the detached [CLS] of
+    the same adapted encoder (``vision_model=shared``), or that of a separate copy of the image
+    tower with its own lightweight module, trained by the head's loss (``separate``).
+
+    class_texts: one text per class (``pos_ctx_init=class_text``: the positive contexts start
+        from their token embeddings). vision_backbone: the copy for ``vision_model=separate``
+        (made here when not given; ``fit`` shares one across rounds: its weights stay frozen).
     """
 
     def __init__(self, backbone, cfg: CoFTConfig, classnames, pseudo, subset_idx, truth, scale,
-                 text_embeds, seed: int, n_train: int, cls_norm: float = 1.0):
+                 text_embeds, seed: int, n_train: int, cls_norm: float = 1.0,
+                 class_texts: list[str] | None = None, vision_backbone=None):
         self.bb = backbone
         self.cfg = cfg
         self.C = len(classnames)
@@ -41,9 +65,19 @@ class Phase1(_MonitorMixin):
         self.scale = scale
         self.seed = seed
         g = torch.Generator().manual_seed(seed)
+        class_init = None
+        if cfg.pos_ctx_init == "class_text":
+            if class_texts is None:
+                raise ConfigError("pos_ctx_init=class_text needs one text per class (class_texts)")
+            class_init = {"pos": list(class_texts)}
         self.prompts = PromptLearner(backbone, classnames, ("pos", "neg"), n_ctx=cfg.n_ctx,
-                                     init=cfg.ctx_init, init_std=cfg.ctx_init_std, generator=g)
-        self.adapter = VPTDeep(backbone, cfg.vpt_tokens, cfg.vpt_layers, generator=g)
+                                     init=cfg.ctx_init, init_std=cfg.ctx_init_std, generator=g,
+                                     class_init=class_init)
+        self.adapter = build_adapter(backbone, cfg, g, seed)
+        self.vision_bb = self.vision_adapter = None
+        if cfg.vision_model == "separate":
+            self.vision_bb = vision_backbone if vision_backbone is not None else vision_copy(backbone)
+            self.vision_adapter = build_adapter(self.vision_bb, cfg, g, seed + 1)
         self.head = make_head(backbone, text_embeds, cfg.head_feature, cfg.head_init, scale, g, cls_norm)
         self.steps_per_epoch = epoch_steps(len(self.subset_idx), cfg.phase1.batch_size)
         self._no_clean = 0  # batches of this epoch without a clean sample (after warm-up)
@@ -52,17 +86,28 @@ class Phase1(_MonitorMixin):
     def named_trainable(self):
         return ([(f"prompts.{n}", p) for n, p in self.prompts.named_parameters()]
                 + [(f"adapter.{n}", p) for n, p in self.adapter.named_parameters()]
+                + ([] if self.vision_adapter is None
+                   else [(f"vision_adapter.{n}", p) for n, p in self.vision_adapter.named_parameters()])
                 + [(f"head.{n}", p) for n, p in self.head.named_parameters()])
 
     def logits(self, out) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``s+ (B, C)``, ``s- (B, C)`` and head logits for an ``ImageOutput`` of the adapted encoder."""
+        """``s+ (B, C)``, ``s- (B, C)`` and head logits for an ``ImageOutput`` of the adapted encoder
+        (head logits None with a separate vision model: :meth:`vision_logits`)."""
         v = out.embeds
         t_pos, t_neg = self.prompts("pos"), self.prompts("neg")  # (C, d) each
         s_pos = self.scale * v @ t_pos.T
         v_neg = v.detach() if self.cfg.neg_detach_image else v
         s_neg = self.scale * v_neg @ t_neg.T
-        h = self.head(_head_input(out, self.cfg.head_feature).detach())
+        h = None
+        if self.vision_bb is None:
+            h = self.head(_head_input(out, self.cfg.head_feature).detach())
         return s_pos, s_neg, h
+
+    def vision_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` head logits of the separate vision model on images ``x (B, 3, S, S)``."""
+        with self.vision_adapter.attached():
+            out = self.vision_bb.encode_image(x, tokens=self.cfg.head_feature == "cls")
+        return self.head(_head_input(out, self.cfg.head_feature))
 
     def training_step(self, batch, step):
         dev = self.bb.device
@@ -72,6 +117,8 @@ class Phase1(_MonitorMixin):
         with self.adapter.attached():
             out = self.bb.encode_image(x, tokens=self.cfg.head_feature == "cls")
             s_pos, s_neg, h = self.logits(out)
+        if h is None:
+            h = self.vision_logits(x)
         warm = step // self.steps_per_epoch < self.cfg.warmup_epochs
         # complementary labels of the global batch (drawn once per step), this rank's slice: a
         # single process with the whole batch draws the same ones
@@ -100,8 +147,10 @@ class Phase1(_MonitorMixin):
                 "head": head.detach(), "batch_clean": clean.float().mean()}
 
     def release(self) -> None:
-        """End of the round: take the lightweight module off the backbone."""
-        self.adapter.detach()
+        """End of the round: take the lightweight modules off the backbones."""
+        for adapter in (self.adapter, self.vision_adapter):
+            if adapter is not None:
+                getattr(adapter, "release", adapter.detach)()
 
     def state_dict(self):
         # the epoch's monitoring marks, so that a mid-epoch resume logs the same epoch statistics
@@ -131,5 +180,12 @@ class Phase1(_MonitorMixin):
         out = ImageOutput(embeds=feats.embeds[:, 0].to(self.bb.device),
                           cls=None if feats.cls is None else feats.cls[:, 0].to(self.bb.device))
         s_pos, s_neg, h = self.logits(out)
+        if h is None:
+            with self.vision_adapter.attached():
+                fv = _features(self.vision_bb, dataset, rt, tokens=self.cfg.head_feature == "cls", cache=False)
+            dev = self.vision_bb.device
+            h = self.head(_head_input(ImageOutput(embeds=fv.embeds[:, 0].to(dev),
+                                                  cls=None if fv.cls is None else fv.cls[:, 0].to(dev)),
+                                      self.cfg.head_feature))
         return {"text": s_pos.cpu(), "p_yes": clean_probability(s_pos, s_neg).cpu(), "vision": h.cpu()}
 

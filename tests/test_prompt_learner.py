@@ -160,3 +160,28 @@ def test_class_specific_context_from_phrases(backbone):
     assert (got[1] - ref[1]).abs().max() > 1e-3  # the short phrase is padded with the random tail
     with pytest.raises(ConfigError, match="one phrase per class"):
         PromptLearner(backbone, CLASSES, n_ctx=4, class_init={"ctx": phrases[:2]})
+
+
+def test_coft_lora_and_separate_vision_model_on_both_backends(backbone):
+    """adapter=lora + vision_model=separate on both backends: one phase-1 step reaches the LoRA
+    matrices of both models and the prompts, never the towers; release leaves the tower's names."""
+    from labelless.config import from_dict
+    from labelless.methods.coft import CoFTConfig, Phase1
+
+    for p in backbone.model.parameters():
+        p.requires_grad_(False)
+    names = [n for n, _ in backbone.model.named_parameters()]
+    cfg = from_dict(CoFTConfig, {"n_ctx": 3, "warmup_epochs": 1, "adapter": "lora", "vision_model": "separate",
+                                 "lora_options": {"r": 2}})
+    text = torch.nn.functional.normalize(torch.randn(3, backbone.embed_dim), dim=-1)
+    p1 = Phase1(backbone, cfg, CLASSES, torch.tensor([0, 1, 2, 0]), torch.arange(4), None, 100.0, text,
+                seed=0, n_train=4)
+    batch = {"views": {"img": torch.randn(4, 1, 3, 32, 32)}, "index": torch.arange(4)}
+    p1.training_step(batch, 0)["loss"].backward()
+    for prefix in ("prompts.", "adapter.", "vision_adapter.", "head."):
+        grads = [p.grad for n, p in p1.named_trainable() if n.startswith(prefix) and ".lora_A." not in n]
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), prefix
+    for model in (backbone.model, p1.vision_bb.model):  # the towers' own weights (not the LoRA matrices)
+        assert all(p.grad is None for n, p in model.named_parameters() if "lora_" not in n)
+    p1.release()
+    assert sorted(n for n, _ in backbone.model.named_parameters()) == sorted(names)

@@ -173,6 +173,8 @@ class LoraAdapter:
         dev = torch.device(self.backbone.device)
         cuda = [dev.index or 0] if dev.type == "cuda" else []
         before = dict(self.backbone.model.named_parameters())  # the pre-injection parameters
+        if any("lora_" in n for n in before):
+            raise RuntimeError(f"{self.backbone.spec} already carries LoRA layers: release them first")
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self._seed)
             self.tuner = LoraTuner(self.backbone, **self.options)

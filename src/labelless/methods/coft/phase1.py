@@ -73,10 +73,11 @@ class Phase1(_MonitorMixin):
         self.prompts = PromptLearner(backbone, classnames, ("pos", "neg"), n_ctx=cfg.n_ctx,
                                      init=cfg.ctx_init, init_std=cfg.ctx_init_std, generator=g,
                                      class_init=class_init)
-        self.adapter = build_adapter(backbone, cfg, g, seed)
         self.vision_bb = self.vision_adapter = None
-        if cfg.vision_model == "separate":
+        if cfg.vision_model == "separate":  # copied before any module is put on the backbone
             self.vision_bb = vision_backbone if vision_backbone is not None else vision_copy(backbone)
+        self.adapter = build_adapter(backbone, cfg, g, seed)
+        if self.vision_bb is not None:
             self.vision_adapter = build_adapter(self.vision_bb, cfg, g, seed + 1)
         self.head = make_head(backbone, text_embeds, cfg.head_feature, cfg.head_init, scale, g, cls_norm)
         self.steps_per_epoch = epoch_steps(len(self.subset_idx), cfg.phase1.batch_size)

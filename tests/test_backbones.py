@@ -14,7 +14,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from labelless.backbones import load_backbone, select_trainable
+from labelless.backbones.openclip import add_model_configs
 from labelless.errors import BackboneError
+
+add_model_configs()  # open_clip.create_model("labelless-tiny") below, before any backbone loads
 
 TINY = "openclip:labelless-tiny:random"
 TEXTS = ["a photo of a red car.", "satellite image of sea or lake", "hello world"]

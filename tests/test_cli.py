@@ -322,3 +322,30 @@ def test_adapt_on_eurosat_with_tiny_model(capsys, tmp_path, shared_data, method)
     assert r["data"]["n"] == 30 and r["data"]["num_classes"] == 10
     assert np.array(r["metrics"]["confusion"]).sum() == 30
     assert (run / "classifier").is_dir()
+
+
+def _imported_by(*args: str) -> tuple[int, set[str]]:
+    """Exit code of ``python -m labelless.cli ARGS`` in a fresh process and the top-level
+    packages it imported (from ``-X importtime``, which lists every module actually loaded)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "labelless.cli", *args],
+                       capture_output=True, text=True, env=env, timeout=120)
+    mods = {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+    assert "labelless" in mods  # the log was read
+    return p.returncode, mods
+
+
+@pytest.mark.parametrize("args, code", [(["--help"], 0), (["zeroshot", "--bogus"], 2),
+                                        (["adapt", "--help"], 0)])
+def test_help_and_argument_errors_do_not_import_torch(args, code):
+    rc, mods = _imported_by(*args)
+    assert rc == code
+    assert not mods & {"torch", "torchvision", "open_clip", "transformers"}, mods & {"torch", "open_clip"}
+
+
+def test_list_imports_no_open_clip_torchvision_or_transformers():
+    """`labelless list methods` needs the registries (so torch), not the model libraries."""
+    rc, mods = _imported_by("list", "methods")
+    assert rc == 0 and "torch" in mods
+    assert not mods & {"torchvision", "open_clip", "transformers"}

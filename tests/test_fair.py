@@ -205,7 +205,8 @@ def test_resume_after_interruption_equals_uninterrupted(colour_folder, tmp_path,
 @pytest.mark.parametrize("ablation", sorted(ABLATIONS))
 def test_every_ablation_trains_one_step(colour_folder, tmp_path, ablation):
     ctx = _ctx(colour_folder, tmp_path / ablation)
-    cfg = _cfg(ablation=ablation, optim={"epochs": 1, "batch_size": 18})
+    extra = {"pl_texts": "names"} if ablation == "coder_pl" else {}
+    cfg = _cfg(ablation=ablation, optim={"epochs": 1, "batch_size": 18}, **extra)
     for key, value in ABLATIONS[ablation].items():
         assert getattr(cfg, key) == value
     trainer, loop = build_fair(ctx, cfg)
@@ -334,3 +335,91 @@ def test_kadaptation_tuner_artifact_predicts_the_same(colour_folder, tmp_path):
     torch.testing.assert_close(clf2.predict(bb, ds, rt), logits2, rtol=0, atol=0)
     torch.testing.assert_close(res["fit"].classifier.predict(bb, ds, rt), logits2, rtol=1e-6, atol=1e-5)
     assert not torch.equal(clf2.predict(load_backbone(TINY), ds, rt), logits2)
+
+
+def _strong_only_step(trainer, batch):
+    """The step without crop gradients, composed from the pure functions: the strong view alone
+    enters the student loss."""
+    pl = trainer.pseudo_labels(batch["views"])
+    f = trainer.backbone.encode_image(batch["views"]["strong"][:, 0]).embeds
+    logits = F.normalize(f, dim=-1) @ F.normalize(trainer.anchors, dim=-1).t() / trainer.cfg.tau
+    loss_st = weighted_cross_entropy(logits, pl["y"], pl["w"])
+    return pl, logits, loss_st + fairness_loss(logits.softmax(dim=-1))[0]
+
+
+@pytest.mark.parametrize("crop_grad", [False, True], ids=["strong-only", "crop-grad"])
+def test_crop_grad_switch(colour_folder, tmp_path, monkeypatch, crop_grad):
+    """crop_grad=False (default): the crops only pseudo-label (no gradient reaches them, the step
+    is the strong-view step). crop_grad=True: the top-k kept crops enter the student loss with
+    gradient, each with its image's pseudo-label and weight; the other crops get none."""
+    assert FairConfig().crop_grad is False
+    ctx = _ctx(colour_folder, tmp_path / "r")
+    trainer, loop = build_fair(ctx, _cfg(crop_grad=crop_grad))  # N = 4, k = 2
+    batch = next(iter(torch.utils.data.DataLoader(loop.dataset_for_epoch(0), batch_size=5)))
+    crops = batch["views"]["crops"].requires_grad_(True)  # (5, 4, 3, S, S)
+    calls = []
+    real = ctx.backbone.encode_image
+
+    def spy(images, tokens=False):
+        calls.append((images.shape[0], torch.is_grad_enabled()))
+        return real(images, tokens=tokens)
+
+    monkeypatch.setattr(ctx.backbone, "encode_image", spy)
+    out = trainer.training_step(batch, 0)
+    out["loss"].backward()
+    monkeypatch.undo()
+    pl, strong_logits, strong_only = _strong_only_step(trainer, batch)
+    kept = pl["kept"]  # (5, 2)
+    if not crop_grad:
+        assert calls == [(5 * 5, False), (5, True)]
+        assert crops.grad is None
+        assert torch.equal(out["loss"].detach(), strong_only.detach())
+        return
+    assert calls == [(5 * 5, False), (5 * (1 + 2), True)]
+    got = crops.grad.flatten(2).abs().sum(-1) > 0  # (5, 4): which crops received gradient
+    want = torch.zeros(5, 4, dtype=torch.bool).scatter_(1, kept, True)
+    assert torch.equal(got, want)
+    # L_st = mean over the 5 strong views and 10 kept crops, each with its image's label and weight
+    sel = batch["views"]["crops"].detach()[torch.arange(5).unsqueeze(1), kept].flatten(0, 1)  # (10, ...)
+    fc = ctx.backbone.encode_image(sel).embeds
+    crop_logits = F.normalize(fc, dim=-1) @ F.normalize(trainer.anchors, dim=-1).t() / trainer.cfg.tau
+    ce = F.cross_entropy(torch.cat([strong_logits, crop_logits]),
+                         torch.cat([pl["y"], pl["y"].repeat_interleave(2)]), reduction="none")
+    w = torch.cat([pl["w"], pl["w"].repeat_interleave(2)])
+    torch.testing.assert_close(out["loss_st"], (w * ce).mean(), rtol=1e-5, atol=1e-5)
+
+
+def test_crop_grad_needs_crops():
+    with pytest.raises(ConfigError, match="crop_grad"):
+        FairConfig(crop_grad=True, pl_view="global")
+    with pytest.raises(ConfigError, match="crop_grad"):
+        FairConfig(crop_grad=True, ablation="fair_g")
+    assert FairConfig(crop_grad=True, crop_select=False).crop_grad
+
+
+def test_coder_pl_preset_pseudo_labels_from_pl_texts(colour_folder, tmp_path):
+    """ablation=coder_pl (suppl. Tab. 7): the fixed pseudo-labeller is built from pl_texts
+    (CODER's texts), scored against the global view; the anchors still start from --texts."""
+    from labelless.text import build_texts
+    from labelless.text.encode import encode_texts
+
+    with pytest.raises(ConfigError, match="pl_texts"):
+        FairConfig(ablation="coder_pl")
+    with pytest.raises(ConfigError, match="pl_texts"):
+        FairConfig(pl_texts="names")  # the anchors pseudo-label: pl_texts would be ignored
+    ctx = _ctx(colour_folder, tmp_path / "r")
+    coder = {c: [f"a photo of {c}", f"{c} which has a flat colour", f"Because of hue, {c} is different."]
+             for c in ctx.classnames}
+    spec_file = tmp_path / "coder.json"
+    spec_file.write_text(__import__("json").dumps(coder))
+    cfg = _cfg(ablation="coder_pl", pl_texts=f"descriptions:path={spec_file}")
+    assert (cfg.pl_view, cfg.pl_classifier, cfg.weak_view) == ("global", "descriptions", "center")
+    trainer, loop = build_fair(ctx, cfg)
+    with torch.no_grad():
+        want = encode_texts(ctx.backbone, build_texts(f"descriptions:path={spec_file}", ctx.classnames))
+        own = encode_texts(ctx.backbone, ctx.texts)
+    torch.testing.assert_close(trainer.fixed_classes, F.normalize(want.mean_embeddings(), dim=-1))
+    torch.testing.assert_close(trainer.anchors.detach(), F.normalize(own.mean_embeddings(), dim=-1))
+    assert not torch.allclose(trainer.fixed_classes, trainer.anchors.detach())
+    assert "crops" not in loop.dataset_for_epoch(0).views
+    assert math.isfinite(loop.run()[0]["loss"])

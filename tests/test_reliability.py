@@ -374,3 +374,20 @@ def test_unmatched_description_keys_warned_and_warnings_printed_plainly(tmp_path
     assert any(line.startswith("warning: ") and "'purpel'" in line and "match no class" in line for line in lines)
     assert any(line.startswith("warning: ") and "skipped 1 unreadable" in line for line in lines)
     assert "UserWarning" not in p.stderr and ".py:" not in p.stderr, p.stderr
+
+
+def test_run_folder_messages_go_to_the_labelless_logger(tmp_path, lablog):
+    """Resuming a folder without a run record (an older labelless) warns through the
+    ``labelless`` logger (library code does not use the warnings module for user messages)."""
+    import warnings
+
+    from labelless.runfolder import RunFolder
+
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "train_log.csv").write_text("epoch\n1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RunFolder(out, resume=True).claim({"method": "x"}, {"device": "cpu"})
+    msgs = [r.getMessage() for r in lablog.records if r.levelname == "WARNING" and r.name.startswith("labelless")]
+    assert msgs and "cannot be checked against this resume" in msgs[0]

@@ -206,3 +206,31 @@ def test_hand_written_task_file_works_everywhere(tmp_path, capsys):
     assert main(["bench", str(exp), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "Gain over `zs`" in printed and (tmp_path / "runs" / "mine" / "suite.md").is_file()
+
+
+def test_simulated_coder_texts_follow_the_task_file(tmp_path, monkeypatch):
+    """--texts testbed:task=F,what=coder: the five CODER types SIMULATED from the file's classes;
+    the one-vs-one sentences name exactly the attributes that differ."""
+    from labelless.errors import TextSourceError
+    from labelless.text import build_texts
+
+    monkeypatch.setenv("LABELLESS_CACHE", str(tmp_path / "cache"))
+    path = _write(tmp_path, SMALL)
+    names = [c["name"] for c in SMALL["classes"]]
+    texts = build_texts(f"testbed:task={path},what=coder", names)
+    assert list(texts) == names
+    a = texts["amberfin"]
+    assert a[0] == "a photo of amberfin"
+    assert "amberfin which has a cyan colour" in a and "amberfin which has a ring outline" in a
+    ovo = [s for s in a if "is different from" in s]
+    # briarfang differs in colour only; coralwisp in all three attributes
+    assert [s for s in ovo if s.endswith("briarfang.")] == [
+        "Because of a cyan colour, amberfin is different from briarfang."]
+    assert len([s for s in ovo if s.endswith("coralwisp.")]) == 3
+    d = texts["driftclaw"]
+    assert [s for s in d if s.endswith("coralwisp.")] == ["Because of stripes, driftclaw is different from coralwisp."]
+    assert not any("orange" in s for s in a)  # no other class's attributes leak into amberfin's texts
+    with pytest.raises(TextSourceError, match="no class"):
+        build_texts(f"testbed:task={path},what=coder", names[:3] + ["nosuch"])
+    with pytest.raises(TextSourceError, match="coder"):
+        build_texts(f"testbed:task={path},what=nope", names)

@@ -513,3 +513,90 @@ def test_describe_classes_shards_over_torchrun_ranks(server, tmp_path):
     assert not list(tmp_path.glob("multi.json.cache.jsonl.rank*"))
     with ReplyCache(tmp_path / "multi.json.cache.jsonl") as cache:
         assert len(cache.done) == n_single
+
+
+# ------------------------------------------------------------------------------ CODER style
+
+
+class _ListBackend:
+    """An in-process backend that answers every CODER question with a fixed list per prompt."""
+
+    def __init__(self, fail=()):
+        self.prompts: list[tuple[str, str | None]] = []
+        self.fail = tuple(fail)
+
+    def identity(self) -> dict:
+        return {"backend": "list-test"}
+
+    def generate(self, prompt, images=None, system=None):
+        from labelless.textgen.backends import TransientError
+
+        self.prompts.append((prompt, system))
+        if any(f in prompt for f in self.fail):
+            raise TransientError("down")
+        if prompt.startswith("What are the synonyms"):
+            return "- kitty\n- feline."
+        if prompt.startswith("What are useful"):
+            return "Features:\n1. pointed ears\n2) whiskers\n- whiskers"
+        if prompt.startswith("What other objects"):
+            return "tiger, lynx"
+        return "* a longer tail" if "between the cat" in prompt else "* floppy ears"
+
+
+def test_coder_list_parsing():
+    from labelless.textgen.coder import parse_list
+
+    assert parse_list("1. Pointed ears.\n2) whiskers\n\n- whiskers\n* Soft fur") == ["Pointed ears", "whiskers", "Soft fur"]
+    assert parse_list("Here are some:\n_tiger\n_lynx") == ["tiger", "lynx"]
+    assert parse_list("tiger, lynx, ocelot") == ["tiger", "lynx", "ocelot"]
+    assert parse_list("") == []
+
+
+def test_describe_classes_coder_five_types(tmp_path):
+    """Every class gets CODER's five types: name, synonyms, attributes, similar objects and one
+    one-vs-one question per ordered pair of classes, filled into CODER's templates."""
+    from labelless.textgen.coder import CODER_SYSTEM, describe_classes_coder
+
+    backend = _ListBackend()
+    with ReplyCache(tmp_path / "c.jsonl") as cache:
+        texts, report = describe_classes_coder(["cat", "dog", "fox"], backend, cache, progress=False)
+    assert report.requested == 3 * 3 + 3 * 2 and len(backend.prompts) == 15  # 3 types + 2 pairs each
+    assert {s for _, s in backend.prompts} == {CODER_SYSTEM}
+    assert texts["cat"] == [
+        "a photo of cat", "a photo of kitty", "a photo of feline",
+        "cat which has pointed ears", "cat which has whiskers",
+        "a cat similar to tiger.", "a cat similar to lynx.",
+        "Because of a longer tail, cat is different from dog.",
+        "Because of a longer tail, cat is different from fox.",
+    ]
+    assert texts["dog"][-2:] == ["Because of floppy ears, dog is different from cat.",
+                                 "Because of floppy ears, dog is different from fox."]
+    # a class with any failed request is left out (not passed off as complete)
+    with ReplyCache(tmp_path / "d.jsonl") as cache:
+        texts, report = describe_classes_coder(["cat", "dog", "fox"], _ListBackend(fail=("the fox and",)),
+                                               cache, progress=False, workers=1)
+    assert sorted(texts) == ["cat", "dog"] and report.failures
+
+
+def test_describe_classes_cli_style_coder(server, tmp_path, monkeypatch):
+    import argparse
+
+    from labelless.textgen.cli import add_commands
+
+    monkeypatch.setenv("LABELLESS_LLM_BASE_URL", server.url)
+    monkeypatch.setenv("LABELLESS_LLM_MODEL", "good")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="cmd"))
+    out = tmp_path / "coder.json"
+    args = parser.parse_args(["describe-classes", "--style", "coder", "--classes", "cat,dog", "--out", str(out),
+                              "--no-progress", "--backoff", "0.01"])
+    args.func(args)
+    d = json.loads(out.read_text())
+    assert list(d) == ["cat", "dog"] and d["cat"][0] == "a photo of cat"
+    assert len(server.requests) == 2 * 3 + 2  # samples default to 1 for coder
+    assert any(s.endswith("is different from dog.") for s in d["cat"])
+    args = parser.parse_args(["describe-classes", "--style", "coder", "--classes", "cat", "--out", str(out),
+                              "--questions", str(tmp_path / "q.json")])
+    with pytest.raises(ConfigError, match="--questions"):
+        args.func(args)

@@ -10,6 +10,7 @@ benchmark.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ import torch
 
 from labelless.eval.label_free import label_free_diagnostics
 from labelless.eval.predictions import PREDICTIONS_FILENAME, write_predictions
+
+log = logging.getLogger(__name__)
 
 __all__ = ["REFERENCE", "artifact_reference", "backfill", "record_evidence", "zeroshot_reference"]
 
@@ -60,7 +63,6 @@ def artifact_reference(classifier_dir: str | Path, backbone, dataset, classnames
     (with a warning) when the texts cannot be rebuilt, e.g. a description file that moved.
     """
     import json
-    import warnings
 
     from labelless.backbones import load_backbone
     from labelless.errors import LabellessError
@@ -71,8 +73,8 @@ def artifact_reference(classifier_dir: str | Path, backbone, dataset, classnames
         spec = ((meta.get("run_config") or {}).get("run") or {}).get("texts") or "templates:name=clip"
         texts = build_texts(spec, list(classnames))
     except (OSError, ValueError, LabellessError) as e:
-        warnings.warn(f"no zero-shot reference for '{classifier_dir}' (class texts: {e}); "
-                      "label_free has no agreement or reference-based estimate", stacklevel=2)
+        log.warning(f"no zero-shot reference for '{classifier_dir}' (class texts: {e}); "
+                    "label_free has no agreement or reference-based estimate")
         return None
     base = backbone
     if backbone.fingerprint != backbone.base_fingerprint:  # adapted weights: the base model again

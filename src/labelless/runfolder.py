@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ from labelless.config import flatten
 from labelless.engine import distributed
 from labelless.errors import ConfigError, LabellessError
 from labelless.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 RECORD_FILENAME = "run.json"
 RECORD_VERSION = 1
@@ -254,10 +256,9 @@ class RunFolder:
                 )
         elif outputs:
             if self.resume:
-                warnings.warn(
+                log.warning(
                     f"'{self.path}' has no {RECORD_FILENAME} (made by an older labelless?): the "
-                    "settings of the interrupted run cannot be checked against this resume",
-                    stacklevel=2,
+                    "settings of the interrupted run cannot be checked against this resume"
                 )
             elif "results.json" not in outputs and any(o.endswith("checkpoint.pt") for o in outputs):
                 raise LabellessError(
@@ -282,7 +283,7 @@ class RunFolder:
             record.setdefault("resumes", []).append(event)
             record["runtime"] = runtime
             if rt_changed:
-                print(f"resume: runtime settings changed ({', '.join(rt_changed)}); recorded in "
+                log.info(f"resume: runtime settings changed ({', '.join(rt_changed)}); recorded in "
                       f"{self.record_path}")
         else:
             record = {"labelless_run": RECORD_VERSION, "settings": settings, "inputs": None,

@@ -12,7 +12,6 @@ import csv
 import logging
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,10 +225,10 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[s
             monitor=eval_ds if cfg.monitor else None,
         )
         if distributed.world_size() > 1 and method.trains and not method.ddp_exact:
-            warnings.warn(
+            log.warning(
                 f"{cfg.method}: under torchrun each rank computes its batch-level statistics "
                 "(prototype updates, contrastive negatives, queues) on its own batch, so N ranks x "
-                "batch B do not train exactly like one rank with batch N x B", stacklevel=2)
+                "batch B do not train exactly like one rank with batch N x B")
         # the images the run predicts on, and the zero-shot reference on them (label-free
         # diagnostics), taken before the method may change the backbone
         predict_ds = eval_ds if eval_ds is not None else train

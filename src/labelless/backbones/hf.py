@@ -14,16 +14,17 @@ import json
 from pathlib import Path
 
 import torch
-from torchvision import transforms as T
 
 from labelless.backbones.base import Backbone, ImageOutput
 from labelless.backbones.hub import hub_access, quiet_hub_logging
 from labelless.backbones.openclip import file_digest
 from labelless.errors import BackboneError
 from labelless.registry import BACKBONES
+from labelless.utils.lazy import lazy_module
+
+T = lazy_module("torchvision.transforms")  # imported on first use: see labelless.utils.lazy
 
 quiet_hub_logging()  # the hub's retry lines print once (see backbones.hub)
-_RESAMPLE = {0: T.InterpolationMode.NEAREST, 2: T.InterpolationMode.BILINEAR, 3: T.InterpolationMode.BICUBIC}
 
 
 def _size(value, key: str, default: int) -> int:
@@ -83,7 +84,8 @@ class HFClipBackbone(Backbone):
         self.image_size = crop
         self.mean = tuple(float(m) for m in processor.image_mean)
         self.std = tuple(float(s) for s in processor.image_std)
-        self.interpolation = _RESAMPLE.get(int(getattr(processor, "resample", 3)), T.InterpolationMode.BICUBIC)
+        resample = {0: T.InterpolationMode.NEAREST, 2: T.InterpolationMode.BILINEAR, 3: T.InterpolationMode.BICUBIC}
+        self.interpolation = resample.get(int(getattr(processor, "resample", 3)), T.InterpolationMode.BICUBIC)
         self.preprocess = T.Compose([
             T.Resize(resize, interpolation=self.interpolation),
             T.CenterCrop(crop),

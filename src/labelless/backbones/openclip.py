@@ -17,9 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-import open_clip
 import torch
-from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from labelless.backbones.base import Backbone, ImageOutput
 from labelless.backbones.hub import hub_access, offline_advice, quiet_hub_logging
@@ -29,7 +27,25 @@ from labelless.utils.io import sha256_file
 
 quiet_hub_logging()  # the hub's retry lines print once (see backbones.hub)
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
-open_clip.add_model_config(_CONFIG_DIR)
+
+
+def _open_clip():
+    """open_clip, imported on first use (it pulls in transformers and torchvision.models: a
+    second or more, which ``labelless list`` and ``--help`` should not pay), with our model
+    configs (``labelless-tiny``) added once."""
+    import open_clip
+
+    if not getattr(open_clip, "_labelless_configs", False):
+        open_clip.add_model_config(_CONFIG_DIR)
+        open_clip._labelless_configs = True
+    return open_clip
+
+
+def add_model_configs() -> None:
+    """Make labelless's architectures (``labelless-tiny``) known to plain ``open_clip`` calls
+    (``open_clip.create_model("labelless-tiny")``). The openclip backend does this on first
+    use; code that calls open_clip directly before that calls this."""
+    _open_clip()
 
 _CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
@@ -46,6 +62,7 @@ def file_digest(path: str | Path, _memo: dict = {}) -> str:  # noqa: B006 - deli
 
 def parse_openclip_spec(rest: str) -> dict:
     """Split the part after ``openclip:`` into a source description (see module doc)."""
+    open_clip = _open_clip()
     if rest.startswith(("hf-hub:", "local-dir:")):
         return {"model_name": rest, "pretrained": None, "kind": rest.split(":", 1)[0]}
     arch, sep, weights = rest.partition(":")
@@ -118,6 +135,7 @@ class OpenClipBackbone(Backbone):
 
     def __init__(self, rest: str, device: str | torch.device = "cpu"):
         super().__init__()
+        open_clip = _open_clip()
         src = parse_openclip_spec(rest)
         self.spec = f"openclip:{rest}"
         # weights from the hub: no 50 s of retries without network, each retry line once
@@ -160,6 +178,8 @@ class OpenClipBackbone(Backbone):
             weights_id = "sha256:" + ",".join(f"{p.name}={file_digest(p)}" for p in files)
         else:
             weights_id = rest
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
         pp = PreprocessCfg(**model.visual.preprocess_cfg)
         self.preprocess_cfg = dict(model.visual.preprocess_cfg)
         self.preprocess = image_transform_v2(pp, is_train=False)
@@ -176,7 +196,9 @@ class OpenClipBackbone(Backbone):
         visual = self.model.visual
         if not tokens:
             return ImageOutput(embeds=self.model.encode_image(images))
-        if not isinstance(visual, open_clip.transformer.VisionTransformer) or visual.attn_pool is not None:
+        from open_clip.transformer import VisionTransformer
+
+        if not isinstance(visual, VisionTransformer) or visual.attn_pool is not None:
             raise BackboneError(
                 f"{self.spec}: [CLS]/patch tokens are only available for plain ViT image towers"
             )
@@ -239,6 +261,7 @@ def build_openclip(rest: str, device="cpu") -> OpenClipBackbone:
 
 def list_openclip() -> list[str]:
     """Every open_clip ``ARCH:TAG`` pair plus the random-init form of each architecture."""
+    open_clip = _open_clip()
     out = [f"openclip:{m}:{t}" for m, t in open_clip.list_pretrained()]
     out += [f"openclip:{m}:random" for m in open_clip.list_models()]
     return out

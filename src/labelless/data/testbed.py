@@ -5,7 +5,7 @@ So that every command and experiment file can name it like real data:
     --model testbed                 the pre-trained tiny CLIP (built or reused from the cache)
     --data testbed:split=train      the shipped task's images (train | val | test)
     --data testbed:task=my_task.yaml,split=train    a task file's images (labelless.testbed.taskfile)
-    --texts testbed:what=descriptions   its class descriptions (or what=templates | names)
+    --texts testbed:what=descriptions   its class descriptions (or what=templates | names | coder)
     --texts testbed:task=my_task.yaml,what=descriptions
 
 The pre-trained model does not depend on the task: one checkpoint serves every task. The first
@@ -90,8 +90,9 @@ def testbed_backbone(rest: str = "", device="cpu"):
 
 @TEXT_SOURCES.register("testbed")
 def testbed_texts(classnames: list[str], what: str = "descriptions", task: str = "") -> dict[str, list[str]]:
-    """The testbed task's class texts: what=descriptions (default), templates or names;
-    task=FILE.yaml picks a task file (default: the shipped task)."""
+    """The testbed task's class texts: what=descriptions (default), templates, names or coder
+    (SIMULATED CODER texts, :mod:`labelless.testbed.coder`); task=FILE.yaml picks a task file
+    (default: the shipped task)."""
     import json
 
     from labelless.text import build_texts
@@ -104,4 +105,12 @@ def testbed_texts(classnames: list[str], what: str = "descriptions", task: str =
         return {c: [t.replace("{c}", c).replace("{}", c) for t in templates] for c in classnames}
     if what == "names":
         return {c: [c] for c in classnames}
-    raise TextSourceError(f"testbed texts: what= must be descriptions, templates or names, got '{what}'")
+    if what == "coder":
+        from labelless.testbed.coder import coder_texts
+
+        texts = coder_texts(paths.config)
+        unknown = [c for c in classnames if c not in texts]
+        if unknown:
+            raise TextSourceError(f"testbed texts: the task has no class {unknown[0]!r} (classes: {', '.join(texts)})")
+        return {c: texts[c] for c in classnames}
+    raise TextSourceError(f"testbed texts: what= must be descriptions, templates, names or coder, got '{what}'")

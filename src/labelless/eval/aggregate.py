@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 import statistics
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,8 @@ from labelless.config import flatten
 from labelless.errors import LabellessError
 from labelless.eval.results import RESULTS_FILENAME, load_results
 from labelless.utils.io import atomic_write_text, stable_hash
+
+log = logging.getLogger(__name__)
 
 __all__ = ["COLUMNS", "RunGroup", "aggregate", "group_runs", "markdown_table", "write_tables"]
 
@@ -161,11 +163,7 @@ def aggregate(runs_dir: str | os.PathLike) -> list[dict[str, Any]]:
             continue
         rows.append(_row(record, path, root))
     if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} invalid results file(s):\n  " + "\n  ".join(skipped),
-            UserWarning,
-            stacklevel=2,
-        )
+        log.warning(f"skipped {len(skipped)} invalid results file(s):\n  " + "\n  ".join(skipped))
     rows.sort(
         key=lambda r: tuple(
             str(r[k]) for k in ("method", "dataset", "split", "backbone", "seed", "path")

@@ -9,7 +9,8 @@ functions of :mod:`labelless.scoring.fair`. Per training step:
    through the image encoder in **one** forward (:func:`encode_views`); crop weights
    ``omega_n = cos(cls(x_n), cls(x))``, top-``k`` crops, ``LAS`` against the normalised anchors,
    pseudo-label ``argmax LAS`` and its weight ``(s1 - s2)(1 - cos(A_c1, A_c2))`` (mean 1);
-2. with gradient: only the strong view; ``L = mean_i w_i CE(cos(f(x^s_i), A)/tau, y_i)
+2. with gradient: the strong view (and, with ``crop_grad``, the top-k crops again, with the
+   image's pseudo-label and weight); ``L = mean_i w_i CE(cos(f(x^s_i), A)/tau, y_i)
    + lambda * L_fair``; the visual LayerNorms (or the chosen tuner's parameters) and the anchors
    are updated by :class:`labelless.engine.TrainLoop` (AdamW, cosine, checkpoints, resume).
 
@@ -48,10 +49,12 @@ from labelless.scoring.fair import (
     learned_alignment_score,
     pseudo_label_weight,
     select_topk,
+    topk_index,
     wca_softmax_weights,
     weighted_cross_entropy,
 )
 from labelless.scoring.wca import text_weights
+from labelless.text import build_texts
 from labelless.text.encode import encode_texts
 from labelless.tuners import Tuner, build_tuner
 from labelless.utils.io import atomic_save
@@ -98,6 +101,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
                       "crop_select": True, "pl_weight_margin": False, "pl_weight_ambiguity": False},
     "wca_pl_select_cls": {"pl_classifier": "descriptions", "text_weighting": "wca", "crop_weighting": "cls",
                           "crop_select": True, "pl_weight_margin": False, "pl_weight_ambiguity": False},
+    # Suppl. Tab. 7 "FAIR (w/ CODER PL)": CODER's dense class texts (pl_texts, e.g. from
+    # `describe-classes --style coder`) against the global (CenterCrop) view, as a fixed
+    # pseudo-labeller; the anchors still start from --texts.
+    "coder_pl": {"pl_view": "global", "weak_view": "center", "pl_classifier": "descriptions",
+                 "text_weighting": "uniform", "pl_weight_margin": False, "pl_weight_ambiguity": False},
 }
 
 
@@ -108,11 +116,16 @@ class FairConfig:
 
     ablation: a named preset from :data:`ABLATIONS` (``none``, ``no_las``, ``no_pl_weight``,
         ``no_margin``, ``no_ambiguity``, ``fair_g``, ``fair_g_las``, ``fair_g_las_plw``,
-        ``wca_pl``, ``wca_pl_select``, ``wca_pl_select_cls``). A preset sets the switches it
-        names and takes precedence over them.
+        ``wca_pl``, ``wca_pl_select``, ``wca_pl_select_cls``, ``coder_pl``). A preset sets the
+        switches it names and takes precedence over them; ``coder_pl`` needs ``pl_texts``.
     tau: softmax temperature of the student logits, 0.01 (x100) [DPA/MUST].
     n_crops: N random crops of the weak image per step [ours: 8; paper tunes it, Fig. 10].
     k: crops kept by top-k selection [ours: 4].
+    crop_grad: the student loss also covers the kept crops, forwarded again with gradient, each
+        with its image's pseudo-label and weight (``L_st`` is then the mean over the ``B (1 + k)``
+        strong views and crops; the fairness term stays on the strong view). Off [ours]: only the
+        strong view trains, the crops only pseudo-label. The paper's suppl. says FAIR
+        "backpropagates only through the top-k most informative image patches" (docs/methods/fair.md).
     crop_scale: crop side fraction range of min(H, W) [WCA's intended (0.5, 0.9)].
     crop_select: top-k selection on (True) or all N crops (False) [paper Eq. 13].
     crop_weighting: ``cls`` = cosine of pre-projection [CLS] tokens [paper Eq. 12, default];
@@ -123,6 +136,9 @@ class FairConfig:
     pl_view: ``crops`` (LAS over selected crops) or ``global`` (FAIR-g: the weak view only).
     pl_classifier: ``anchors`` (the learned CDA: LAS) or ``descriptions`` (fixed description
         embeddings: no CDA interaction).
+    pl_texts: with ``descriptions``: a text source spec (``--texts`` syntax, e.g.
+        ``descriptions:path=coder.json`` or ``testbed:what=coder``) for the fixed pseudo-labeller
+        instead of ``--texts`` (which still initialises the anchors); empty = ``--texts``.
     text_weighting: with ``descriptions``: ``uniform`` (mean of the descriptions, u = 1
         [paper]) or ``wca`` (WCA's softmax text weights against the label prompts).
     pl_weight_margin: weight factor ``s1 - s2`` (top-1 minus top-2 score) [ours, paper Tab. 5].
@@ -151,10 +167,12 @@ class FairConfig:
     k: int = 4
     crop_scale: tuple[float, float] = (0.5, 0.9)
     crop_select: bool = True
+    crop_grad: bool = False
     crop_weighting: Literal["cls", "embed", "wca"] = "cls"
     negative: Literal["clamp", "shift", "keep"] = "clamp"
     pl_view: Literal["crops", "global"] = "crops"
     pl_classifier: Literal["anchors", "descriptions"] = "anchors"
+    pl_texts: str = ""
     text_weighting: Literal["uniform", "wca"] = "uniform"
     pl_weight_margin: bool = True
     pl_weight_ambiguity: bool = True
@@ -189,6 +207,14 @@ class FairConfig:
             raise ConfigError(f"fair: n_crops and k must be >= 1, got n_crops={self.n_crops}, k={self.k}")
         if self.crop_select and self.pl_view == "crops" and self.k > self.n_crops:
             raise ConfigError(f"fair: k ({self.k}) cannot exceed n_crops ({self.n_crops})")
+        if self.ablation == "coder_pl" and not self.pl_texts:
+            raise ConfigError("fair: ablation=coder_pl needs pl_texts=<CODER texts>, e.g. "
+                              "pl_texts=descriptions:path=coder.json from `labelless describe-classes "
+                              "--style coder`, or pl_texts=testbed:what=coder on the testbed")
+        if self.pl_texts and self.pl_classifier != "descriptions":
+            raise ConfigError("fair: pl_texts is only used with pl_classifier=descriptions")
+        if self.crop_grad and self.pl_view != "crops":
+            raise ConfigError("fair: crop_grad needs pl_view=crops (there are no crops with pl_view=global)")
         if not 0 <= self.fairness_momentum < 1:
             raise ConfigError(f"fair: fairness_momentum must be in [0, 1), got {self.fairness_momentum}")
         self.crop_scale = tuple(float(v) for v in self.crop_scale)
@@ -313,9 +339,10 @@ class FairTrainer:
             else:
                 omega = wca_softmax_weights(c_emb, g)  # (B, N)
             k = cfg.k if cfg.crop_select else None
+            kept = topk_index(omega, k)  # (B, K): which crops crop_grad trains on
             omega, feats = select_topk(omega, c_emb, k)  # (B, K), (B, K, d)
         else:
-            feats, omega = emb, emb.new_ones(b, 1)  # the global view alone
+            feats, omega, kept = emb, emb.new_ones(b, 1), None  # the global view alone
         classes = self.anchors.detach() if cfg.pl_classifier == "anchors" else self.fixed_classes
         scores = learned_alignment_score(feats, omega, classes)  # (B, C)
         y_hat = scores.argmax(dim=1)  # (B,)
@@ -325,17 +352,23 @@ class FairTrainer:
             scores, classes, margin=cfg.pl_weight_margin, ambiguity=cfg.pl_weight_ambiguity,
             batch_mean=lambda raw: all_mean(raw.mean()),
         )
-        return {"y": y_hat, "w": w, "scores": scores, "omega": omega, **parts}
+        out = {"y": y_hat, "w": w, "scores": scores, "omega": omega, **parts}
+        if kept is not None:
+            out["kept"] = kept
+        return out
 
     def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         batch = materialize(batch, self.device_views, self.device)  # views made here when on the device
         pl = self.pseudo_labels(batch["views"])
         strong = batch["views"]["strong"][:, 0].to(self.device, non_blocking=True)  # (B, 3, S, S)
-        with self._autocast():
-            f = self.backbone.encode_image(strong).embeds  # (B, d), with gradient
-        logits = F.normalize(f.float(), dim=-1) @ F.normalize(self.anchors, dim=-1).t() / cfg.tau  # (B, C)
-        loss_st = weighted_cross_entropy(logits, pl["y"], pl["w"])
+        if cfg.crop_grad:
+            logits, loss_st = self._student_with_crops(strong, batch["views"]["crops"], pl)
+        else:
+            with self._autocast():
+                f = self.backbone.encode_image(strong).embeds  # (B, d), with gradient
+            logits = F.normalize(f.float(), dim=-1) @ F.normalize(self.anchors, dim=-1).t() / cfg.tau  # (B, C)
+            loss_st = weighted_cross_entropy(logits, pl["y"], pl["w"])
         # the mean prediction of the global batch (gathered with gradients across ranks)
         loss_fair, p_bar = fairness_loss(gather_cat(logits.softmax(dim=-1)), self.p_bar, cfg.fairness_momentum)
         self.p_bar = p_bar if cfg.fairness_momentum > 0 else None
@@ -350,6 +383,27 @@ class FairTrainer:
             "margin_mean": pl["margin"].mean(), "ambiguity_mean": pl["ambiguity"].mean(),
             "crop_w_mean": pl["omega"].mean(), "pl_score_top1": pl["scores"].max(dim=1).values.mean(),
         }
+
+    def _student_with_crops(
+        self, strong: torch.Tensor, crops: torch.Tensor, pl: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``crop_grad``: the strong views ``(B, 3, S, S)`` and the kept crops of ``crops
+        (B, N, 3, S, S)`` in one forward with gradient; returns the strong-view logits ``(B, C)``
+        (for the fairness term) and ``L_st`` over all ``B (1 + K)`` views, every crop with its
+        image's pseudo-label and weight."""
+        b = strong.shape[0]
+        crops = crops.to(self.device, non_blocking=True)
+        kept = pl["kept"].to(crops.device)  # (B, K)
+        sel = crops[torch.arange(b, device=crops.device).unsqueeze(1), kept]  # (B, K, 3, S, S)
+        views = torch.cat([strong.unsqueeze(1), sel], dim=1)  # (B, 1+K, 3, S, S)
+        with self._autocast():
+            f = self.backbone.encode_image(views.flatten(0, 1)).embeds.unflatten(0, views.shape[:2])  # (B, 1+K, d)
+        logits_all = F.normalize(f.float(), dim=-1) @ F.normalize(self.anchors, dim=-1).t() / self.cfg.tau  # (B, 1+K, C)
+        v = logits_all.shape[1]
+        y = pl["y"].unsqueeze(1).expand(b, v).reshape(-1)  # (B (1+K),)
+        w = pl["w"].unsqueeze(1).expand(b, v).reshape(-1)  # (B (1+K),)
+        loss_st = weighted_cross_entropy(logits_all.flatten(0, 1), y, w)
+        return logits_all[:, 0], loss_st
 
     def _account(self, y_hat: torch.Tensor, labels) -> None:
         c = len(self.classnames)
@@ -447,7 +501,8 @@ def build_fair(ctx: FitContext, cfg: FairConfig) -> tuple[FairTrainer, TrainLoop
         labels = None
         if cfg.text_weighting == "wca":
             labels = encode_texts(backbone, ctx.label_texts).mean_embeddings()
-        fixed = fixed_class_vectors(texts.embeds, texts.mask, labels, cfg.text_weighting)
+        pl_texts = encode_texts(backbone, build_texts(cfg.pl_texts, ctx.classnames)) if cfg.pl_texts else texts
+        fixed = fixed_class_vectors(pl_texts.embeds, pl_texts.mask, labels, cfg.text_weighting)
     for p in backbone.model.parameters():
         p.requires_grad_(False)
     tuner = build_tuner(backbone, cfg.tuner, **dict(cfg.tuner_options))

@@ -30,7 +30,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms as T
 
 from labelless.backbones import select_trainable
 from labelless.data.features import ViewDataset, extract_features
@@ -51,8 +50,11 @@ from labelless.scoring.latte import (
 )
 from labelless.text import load_captions
 from labelless.text.encode import encode_texts
+from labelless.utils.lazy import lazy_module
 from labelless.views import build_view
 from labelless.views.device import DecodedDataset, device_view, materialize
+
+T = lazy_module("torchvision.transforms")  # imported on first use: see labelless.utils.lazy
 
 log = logging.getLogger(__name__)
 

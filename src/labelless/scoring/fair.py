@@ -75,11 +75,21 @@ def select_topk(
     n = weights.shape[1]
     if k is None or k >= n:
         return weights, feats
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    w, idx = weights.topk(k, dim=1)  # (B, k)
+    idx = topk_index(weights, k)  # (B, k)
+    w = weights.gather(1, idx)  # (B, k)
     f = feats.gather(1, idx.unsqueeze(-1).expand(-1, -1, feats.shape[-1]))  # (B, k, d)
     return w, f
+
+
+def topk_index(weights: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Indices ``(B, k)`` of the crops :func:`select_topk` keeps (all ``N`` when ``k`` is None
+    or ``k >= N``), in the same order. weights ``(B, N)``."""
+    b, n = weights.shape
+    if k is None or k >= n:
+        return torch.arange(n, device=weights.device).expand(b, n)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return weights.topk(k, dim=1).indices  # (B, k)
 
 
 def learned_alignment_score(
@@ -173,6 +183,7 @@ __all__ = [
     "learned_alignment_score",
     "pseudo_label_weight",
     "select_topk",
+    "topk_index",
     "wca_softmax_weights",
     "weighted_cross_entropy",
 ]

@@ -110,14 +110,24 @@ def cmd_describe_classes(args) -> None:
     from labelless.textgen.generate import describe_classes, write_json
 
     classes = parse_classes(args.classes)
+    if args.style == "coder" and args.questions:
+        raise ConfigError("--questions is for --style cupl; --style coder asks its own five kinds of question")
     questions = load_questions(args.questions) if args.questions else CUPL_QUESTIONS
     info = _join_ranks(args)
     backend = _make_backend(args)
     with _cache(args, args.out) as cache:
-        texts, report = describe_classes(
-            classes, backend, cache, questions=questions, samples=args.samples,
-            workers=args.workers, progress=args.progress,
-        )
+        if args.style == "coder":
+            from labelless.textgen.coder import describe_classes_coder
+
+            texts, report = describe_classes_coder(
+                classes, backend, cache, samples=1 if args.samples is None else args.samples, workers=args.workers,
+                progress=args.progress,
+            )
+        else:
+            texts, report = describe_classes(
+                classes, backend, cache, questions=questions, samples=10 if args.samples is None else args.samples,
+                workers=args.workers, progress=args.progress,
+            )
     if not info.is_main:
         return
     missing = [c for c in classes if c not in texts]
@@ -204,13 +214,18 @@ def add_commands(subparsers) -> None:
     """Add ``describe-classes`` and ``describe-images`` to the ``labelless`` sub-parsers."""
     dc = subparsers.add_parser(
         "describe-classes",
-        help="CuPL-style class descriptions from an LLM -> {class: [sentences]} JSON",
+        help="class descriptions from an LLM (CuPL- or CODER-style) -> {class: [sentences]} JSON",
     )
     dc.add_argument("--classes", required=True, help="class list file (one per line) or comma list")
     dc.add_argument("--out", required=True, help="output JSON {class: [sentences]}")
     dc.add_argument("--questions", default=None,
                     help="JSON list of question templates with {c} (default: CuPL's 5 generic ones)")
-    dc.add_argument("--samples", type=int, default=10, help="answers per question (CuPL: 10)")
+    dc.add_argument("--style", choices=("cupl", "coder"), default="cupl",
+                    help="cupl: CuPL's questions, answers kept as sentences; coder: CODER's five "
+                    "text types (name, synonyms, attributes, similar objects, one-vs-one "
+                    "differences for every pair of classes) filled into its templates")
+    dc.add_argument("--samples", type=int, default=None,
+                    help="answers per question (default: cupl 10 as CuPL, coder 1 as CODER)")
     _backend_flags(dc, temperature=0.99, max_tokens=60)
     dc.set_defaults(func=cmd_describe_classes)
 

@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import transforms as T
 
 from labelless.errors import ConfigError
 from labelless.registry import VIEWS
+from labelless.utils.lazy import lazy_module
+
+T = lazy_module("torchvision.transforms")  # imported on first use: see labelless.utils.lazy
 
 
 class View:

@@ -28,11 +28,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms as T
-from torchvision.ops import roi_align
-from torchvision.transforms.v2 import functional as F2
 
 from labelless.errors import ConfigError
+from labelless.utils.lazy import lazy_module
 from labelless.views import (
     GlobalView,
     RandomCropsView,
@@ -43,11 +41,13 @@ from labelless.views import (
     sample_rng,
 )
 
+T = lazy_module("torchvision.transforms")  # imported on first use: see labelless.utils.lazy
+F2 = lazy_module("torchvision.transforms.v2.functional")
+
 #: ``--views-on`` values: ``device`` (this module), ``cpu`` (the PIL reference path) and ``auto``
 #: (``device`` when the run's device is CUDA, else ``cpu``).
 VIEWS_ON = ("auto", "device", "cpu")
 
-_NEAREST = T.InterpolationMode.NEAREST
 _RATIO = (3.0 / 4.0, 4.0 / 3.0)  # torchvision's RandomResizedCrop default aspect ratios
 
 
@@ -314,6 +314,9 @@ def _roi(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     rois = torch.cat([idx, boxes.reshape(b * v, 4).to(x.dtype)], dim=1)  # (B*V, 5)
     # aligned=True: box edges are pixel edges (PIL's crop convention); sampling_ratio=-1 averages
     # ceil(box/S)^2 bilinear samples per output pixel, an area filter when shrinking.
+    # imported here: torchvision.ops imports torch._dynamo (a second), which `labelless list` avoids
+    from torchvision.ops import roi_align
+
     return roi_align(x, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
@@ -321,16 +324,16 @@ def _apply_op(img: torch.Tensor, name: str, mag: float) -> torch.Tensor:
     """One RandAugment operation on ``uint8 (n, 3, S, S)``, as ``T.RandAugment`` applies it."""
     if name == "ShearX":
         return F2.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(mag)), 0.0],
-                         interpolation=_NEAREST, center=[0, 0])
+                         interpolation=T.InterpolationMode.NEAREST, center=[0, 0])
     if name == "ShearY":
         return F2.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(mag))],
-                         interpolation=_NEAREST, center=[0, 0])
+                         interpolation=T.InterpolationMode.NEAREST, center=[0, 0])
     if name == "TranslateX":
-        return F2.affine(img, angle=0.0, translate=[int(mag), 0], scale=1.0, shear=[0.0, 0.0], interpolation=_NEAREST)
+        return F2.affine(img, angle=0.0, translate=[int(mag), 0], scale=1.0, shear=[0.0, 0.0], interpolation=T.InterpolationMode.NEAREST)
     if name == "TranslateY":
-        return F2.affine(img, angle=0.0, translate=[0, int(mag)], scale=1.0, shear=[0.0, 0.0], interpolation=_NEAREST)
+        return F2.affine(img, angle=0.0, translate=[0, int(mag)], scale=1.0, shear=[0.0, 0.0], interpolation=T.InterpolationMode.NEAREST)
     if name == "Rotate":
-        return F2.rotate(img, mag, interpolation=_NEAREST)
+        return F2.rotate(img, mag, interpolation=T.InterpolationMode.NEAREST)
     if name == "Brightness":
         return F2.adjust_brightness(img, 1.0 + mag)
     if name == "Color":

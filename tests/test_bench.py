@@ -185,13 +185,6 @@ def test_shipped_experiments_parse():
     from labelless.registry import METHODS
 
     assert all(m in METHODS for m in methods)
-    # the experiment file repeats the package's testbed recipes (YAML cannot import them)
-    from labelless.demo import COFT_TESTBED, FAIR_TESTBED, LATTE_TESTBED_OPTIM
-
-    params = {r["name"]: r.get("params", {}) for r in adapt.runs}
-    assert params["fair"] == FAIR_TESTBED and params["fair-no-las"] == {**FAIR_TESTBED, "ablation": "no_las"}
-    assert params["coft"] == params["coft-plus"] == COFT_TESTBED
-    assert params["latteclip"]["optim"] == params["flyp-pl"]["optim"] == LATTE_TESTBED_OPTIM
     assert adapt.data == main.data and adapt.seeds == main.seeds
 
 
@@ -454,32 +447,43 @@ def test_one_slug_two_flavours_name_folders_as_before():
 
 
 def test_one_testbed_recipe_per_method_everywhere():
-    """The demo, recipes/*/testbed*.yaml and every testbed experiment use the same settings per
-    method (labelless.demo holds them; YAML cannot import them)."""
+    """The demo, recipes/*/testbed*.yaml and the current testbed experiments use the same settings
+    per method (labelless.demo holds them; YAML cannot import them). Files that record earlier
+    recipes (adaptation.yaml, dev-suite.yaml, the retired heldout-suite.yaml) are history."""
     import yaml
 
-    from labelless.demo import COFT_TESTBED, DEMO_RUNS, FAIR_TESTBED, LATTE_TESTBED_OPTIM
+    from labelless.demo import (
+        COFT_PLUS_TESTBED,
+        COFT_TESTBED,
+        DEMO_RUNS,
+        FAIR_TESTBED,
+        FLYP_TESTBED_OPTIM,
+        LATTE_TESTBED_OPTIM,
+        REGION_TESTBED,
+    )
 
     latte = {"captions": "testbed", "groups": "testbed", "optim": LATTE_TESTBED_OPTIM}
     expected = {"fair": FAIR_TESTBED, "fair-no-las": {**FAIR_TESTBED, "ablation": "no_las"},
-                "latteclip": latte, "flyp-pl": {"optim": LATTE_TESTBED_OPTIM}, "coft": COFT_TESTBED,
-                "coft-plus": COFT_TESTBED, "region-probe": {}}
-    for name in ("adaptation.yaml", "dev-suite.yaml", "heldout-suite.yaml"):
-        exp = load_experiment(EXPERIMENTS / "testbed" / name)
-        for r in exp.runs:
-            if r["name"] in expected:
-                assert r.get("params", {}) == expected[r["name"]], (name, r["name"])
+                "latteclip": latte, "flyp-pl": {"optim": FLYP_TESTBED_OPTIM}, "coft": COFT_TESTBED,
+                "coft-plus": COFT_PLUS_TESTBED, "region-probe": REGION_TESTBED}
+    exp = load_experiment(EXPERIMENTS / "testbed" / "heldout-303-suite.yaml")
+    assert {r["name"] for r in exp.runs} >= (set(expected) - {"fair-no-las"}) | {"zs-cupl"}
+    for r in exp.runs:
+        if r["name"] in expected:
+            assert r.get("params", {}) == expected[r["name"]], r["name"]
     recipes = Path(__file__).resolve().parents[1] / "recipes"
     files = {"fair": "fair/testbed.yaml", "latteclip": "latteclip/testbed.yaml",
              "flyp-pl": "latteclip/flyp-pl-testbed.yaml", "coft": "coft/testbed.yaml",
-             "coft-plus": "coft/testbed-plus.yaml"}
+             "coft-plus": "coft/testbed-plus.yaml", "region-probe": "region-probe/testbed.yaml"}
     for run, rel in files.items():
         raw = yaml.safe_load((recipes / rel).read_text())
         assert raw["params"] == expected[run], rel
         assert raw["label_texts"] == raw["texts"] == "testbed:what=descriptions", rel
     demo = {(e.method, e.params.get("ablation")): e.params for e in DEMO_RUNS if e.method != "zeroshot"}
-    assert demo[("fair", None)] == FAIR_TESTBED and demo[("coft", None)] == COFT_TESTBED
-    assert demo[("latteclip", None)] == latte and demo[("region-probe", None)] == {}
+    assert demo[("fair", None)] == FAIR_TESTBED and demo[("fair", "no_las")] == expected["fair-no-las"]
+    assert demo[("coft", None)] == COFT_TESTBED and demo[("coft+", None)] == COFT_PLUS_TESTBED
+    assert demo[("latteclip", None)] == latte and demo[("region-probe", None)] == REGION_TESTBED
+    assert demo[("flyp-pl", None)] == {"optim": FLYP_TESTBED_OPTIM}
 
 
 def test_task_suites_are_disjoint_and_measure_the_right_split():
@@ -497,7 +501,11 @@ def test_task_suites_are_disjoint_and_measure_the_right_split():
             out[d["name"]] = task_hash(load_task_file(Path(__file__).resolve().parents[1] / path))
         return out
 
-    dev, held = tasks("dev-suite.yaml", "val"), tasks("heldout-suite.yaml", "test")
+    dev, held = tasks("dev-suite.yaml", "val"), tasks("heldout-303-suite.yaml", "test")
+    retired = tasks("heldout-suite.yaml", "test")
     assert len(dev) >= 6 and len(held) >= 6
     assert task_hash(TaskConfig()) in dev.values()  # the shipped task is a dev task
     assert not set(dev.values()) & set(held.values())
+    assert not set(retired.values()) & set(held.values())  # a new draw, not the retired tasks
+    for name in ("dev-tuning-1.yaml", "dev-tuning-2.yaml", "dev-tuning-3.yaml"):  # tuned on dev val only
+        assert tasks(name, "val") == dev

@@ -216,9 +216,10 @@ def test_every_ablation_trains_one_step(colour_folder, tmp_path, ablation):
         assert "crops" not in loop.dataset_for_epoch(0).views
 
 
-def test_las_pseudo_labels_use_one_forward_and_no_grad(colour_folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("crop_grad", [True, False], ids=["default", "strong-only"])
+def test_las_pseudo_labels_use_one_forward_and_no_grad(colour_folder, tmp_path, monkeypatch, crop_grad):
     ctx = _ctx(colour_folder, tmp_path / "r")
-    trainer, loop = build_fair(ctx, _cfg())
+    trainer, loop = build_fair(ctx, _cfg(crop_grad=crop_grad))
     batch = next(iter(torch.utils.data.DataLoader(loop.dataset_for_epoch(0), batch_size=5)))
     calls = []
     real = ctx.backbone.encode_image
@@ -230,7 +231,8 @@ def test_las_pseudo_labels_use_one_forward_and_no_grad(colour_folder, tmp_path, 
     monkeypatch.setattr(ctx.backbone, "encode_image", spy)
     out = trainer.training_step(batch, 0)
     # one no-grad forward with B*(1+N) images, then one grad forward with the B strong views
-    assert calls == [(5 * (1 + 4), False), (5, True)]
+    # (and, with crop_grad, the B*k kept crops in the same forward)
+    assert calls == [(5 * (1 + 4), False), (5 * (1 + 2) if crop_grad else 5, True)]
     out["loss"].backward()
     assert trainer.anchors.grad is not None
 
@@ -349,10 +351,10 @@ def _strong_only_step(trainer, batch):
 
 @pytest.mark.parametrize("crop_grad", [False, True], ids=["strong-only", "crop-grad"])
 def test_crop_grad_switch(colour_folder, tmp_path, monkeypatch, crop_grad):
-    """crop_grad=False (default): the crops only pseudo-label (no gradient reaches them, the step
+    """crop_grad=False: the crops only pseudo-label (no gradient reaches them, the step
     is the strong-view step). crop_grad=True: the top-k kept crops enter the student loss with
     gradient, each with its image's pseudo-label and weight; the other crops get none."""
-    assert FairConfig().crop_grad is False
+    assert FairConfig().crop_grad is True  # the default, chosen on the dev suite
     ctx = _ctx(colour_folder, tmp_path / "r")
     trainer, loop = build_fair(ctx, _cfg(crop_grad=crop_grad))  # N = 4, k = 2
     batch = next(iter(torch.utils.data.DataLoader(loop.dataset_for_epoch(0), batch_size=5)))
@@ -392,8 +394,8 @@ def test_crop_grad_switch(colour_folder, tmp_path, monkeypatch, crop_grad):
 def test_crop_grad_needs_crops():
     with pytest.raises(ConfigError, match="crop_grad"):
         FairConfig(crop_grad=True, pl_view="global")
-    with pytest.raises(ConfigError, match="crop_grad"):
-        FairConfig(crop_grad=True, ablation="fair_g")
+    for preset in ("fair_g", "fair_g_las", "fair_g_las_plw"):  # no crops: the presets switch it off
+        assert FairConfig(ablation=preset).crop_grad is False
     assert FairConfig(crop_grad=True, crop_select=False).crop_grad
 
 

@@ -2,14 +2,16 @@
 
 The testbed (``labelless.testbed``) is a procedural fine-grained task with a tiny CLIP pre-trained
 in-project; its class names are opaque words, so the descriptions carry the class information
-and local crops see what the 64 px global view blurs. Settings below were tuned on the *val*
-split only (``FAIR_TESTBED``); the test split is evaluated once, here, with a fixed margin.
+and local crops see what the 64 px global view blurs. The recipe (``FAIR_TESTBED``: no adaptive
+pseudo-label weight, gradients through the top-k crops, lr 3e-4, 3 epochs, 16 crops / top-8, no
+RandAugment) was chosen on the dev suite's val splits (``experiments/testbed/results/
+dev-selection.md``: +2.6 +- 1.7 over zero-shot, 6/6 dev tasks; the earlier lr-1e-3 recipe with
+the adaptive weight collapsed onto few classes on new tasks). On the held-out suite (seed 303)
+it gains +4.1 +- 4.0 over 6 tasks; on this task's test split 51.9 vs 44.8 (seed 0). The test
+split is evaluated once, here, with a fixed margin of +3.
 
-Val sweep (zero-shot 44.8): the paper's strong view (RandAugment n=2, m=9) hurt (45.6 vs 48.8
-without it on 600 images: colour operations erase a class attribute); 1500 images, 8 crops / top-4:
-50.6; 16 crops / top-8: 53.6; 5 epochs instead of 3: 46.6. The paper's "w/o LAS" ablation
-(fixed description embeddings as the pseudo-labeller) was as good as FAIR on the testbed (val
-50.4 vs 50.6), so FAIR > FAIR w/o LAS is NOT asserted.
+FAIR > "FAIR w/o LAS" is NOT asserted: it was a wash on val with the earlier recipe (50.6 vs
+50.4) and is not measured on the held-out suite.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from labelless.backbones import load_backbone
 from labelless.config import from_dict
 from labelless.data import build_dataset
-from labelless.demo import FAIR_TESTBED  # the testbed recipe, tuned on val
+from labelless.demo import FAIR_TESTBED  # the testbed recipe, chosen on the dev suite (val)
 from labelless.methods.base import FitContext, Runtime
 from labelless.methods.fair import Fair, FairConfig
 from labelless.methods.prototype import PrototypeClassifier

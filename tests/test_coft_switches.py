@@ -240,3 +240,21 @@ def test_separate_vision_model_fit_with_rounds_and_lora(colour_folder, tmp_path)
     fit.classifier.save(tmp_path / "clf", bb, fit.tuned)
     clf2, bb2 = load_classifier(tmp_path / "clf")
     torch.testing.assert_close(clf2.predict(bb2, ds, rt), logits, atol=1e-5, rtol=1e-5)
+
+
+def test_gate_logits_stay_fp32_under_bf16_autocast():
+    """The cosine logits behind the cleanliness gate (p_yes > 0.5) and the losses are fp32 even when
+    the run autocasts the encoder to bf16 (the CPU autocast exercises the branch GPU runs take)."""
+    bb = _frozen()
+    p1 = _phase1(bb, {})
+    x = _batch()["views"]["img"][:, 0]
+    with torch.no_grad(), p1.adapter.attached():
+        out32 = bb.encode_image(x, tokens=True)
+        ref_pos, ref_neg, _ = p1.logits(out32)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = bb.encode_image(x, tokens=True)
+            s_pos, s_neg, _ = p1.logits(out)
+            plain = p1.scale * out.embeds @ p1.prompts("pos").T  # what autocast alone would give
+    assert s_pos.dtype == s_neg.dtype == torch.float32
+    assert plain.dtype == torch.bfloat16  # the branch is live: without the guard the logits are bf16
+    assert ref_pos.dtype == ref_neg.dtype == torch.float32  # fp32 runs unchanged

@@ -96,9 +96,13 @@ class Phase1(_MonitorMixin):
         (head logits None with a separate vision model: :meth:`vision_logits`)."""
         v = out.embeds
         t_pos, t_neg = self.prompts("pos"), self.prompts("neg")  # (C, d) each
-        s_pos = self.scale * v @ t_pos.T
-        v_neg = v.detach() if self.cfg.neg_detach_image else v
-        s_neg = self.scale * v_neg @ t_neg.T
+        # the cosine logits feed the cleanliness gate (p_yes > 0.5) and the pseudo-label losses:
+        # always fp32, also when the run's precision autocasts the encoders to bf16
+        with torch.autocast(v.device.type, enabled=False):
+            v32 = v.float()
+            s_pos = self.scale * v32 @ t_pos.float().T
+            v_neg = v32.detach() if self.cfg.neg_detach_image else v32
+            s_neg = self.scale * v_neg @ t_neg.float().T
         h = None
         if self.vision_bb is None:
             h = self.head(_head_input(out, self.cfg.head_feature).detach())

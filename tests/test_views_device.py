@@ -207,3 +207,62 @@ def test_view_dataset_and_decoded_dataset_share_labels_and_indices(tiny_backbone
     a = ViewDataset(ds0, {"v": view})[4]
     b = DecodedDataset(ds0, {"v": device_view(view, tiny_backbone)})[4]
     assert (a["label"], a["index"]) == (b["label"], b["index"])
+
+
+@pytest.mark.parametrize("method", ["coft", "coft+"])
+def test_coft_trains_with_views_made_on_the_device(colour_folder, tmp_path, monkeypatch, method):
+    """views_on=device: both phases' training steps get views cut by the device path (phase 2's
+    MoCo key view too, for CoFT+), and the same seed gives the same model twice."""
+    from labelless.backbones import load_backbone
+    from labelless.config import from_dict
+    from labelless.methods.base import FitContext, Runtime
+    from labelless.methods.coft import CoFT, CoFTConfig, CoFTPlus, CoFTPlusConfig
+    from labelless.views import device as device_mod
+
+    made = []  # the view names of every batch the device path made
+    real = device_mod.make_views
+
+    def spy(batch, views, device):
+        made.append(tuple(sorted(views)))
+        return real(batch, views, device)
+
+    monkeypatch.setattr(device_mod, "make_views", spy)
+    cls, cfg_cls = (CoFT, CoFTConfig) if method == "coft" else (CoFTPlus, CoFTPlusConfig)
+    params = {"n_ctx": 2, "vpt_tokens": 2, "collab_require": "either", "moco_queue": 8,
+              "phase1": {"epochs": 1, "batch_size": 6}, "phase2": {"epochs": 1, "batch_size": 6}}
+    heads = []
+    for run in ("a", "b"):
+        made.clear()
+        train = build_dataset(f"imagefolder:root={colour_folder}")
+        texts = {c: [f"a photo of a {c}."] for c in train.classnames}
+        ctx = FitContext(backbone=load_backbone("openclip:labelless-tiny:random"), train=train,
+                         classnames=train.classnames, texts=texts, label_texts=texts,
+                         rt=Runtime(device="cpu", progress=False, seed=4, views_on="device"),
+                         out_dir=tmp_path / run)
+        fit = cls(from_dict(cfg_cls, params)).fit(ctx)
+        assert ("img",) in made  # phase 1 (and phase 2 without MoCo)
+        if method == "coft+":
+            assert ("img", "key") in made and ("img",) in made  # phase 2 with its key view
+        rows = [{k: v for k, v in h.items() if k != "time_s"} for h in fit.history]  # all but timings
+        heads.append((fit.classifier.weight, fit.classifier.bias, rows))
+    torch.testing.assert_close(heads[0][0], heads[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(heads[0][1], heads[1][1], rtol=0, atol=0)
+    assert heads[0][2] == heads[1][2]
+
+
+def test_coft_device_views_fall_back_to_pil_for_a_view_without_twin(tiny_backbone, lablog):
+    from types import SimpleNamespace
+
+    from labelless.methods.coft.method import device_views
+    from labelless.views.device import DeviceView
+
+    class Odd:
+        name = "odd"
+
+    weak = build_view("weak", tiny_backbone)
+    ctx = SimpleNamespace(backbone=tiny_backbone, rt=SimpleNamespace(views_on="device"))
+    made = device_views(ctx, {"img": weak})
+    assert isinstance(made["img"], DeviceView) and made["img"].view is weak
+    assert device_views(SimpleNamespace(backbone=tiny_backbone, rt=SimpleNamespace(views_on="cpu")), {"img": weak}) is None
+    assert device_views(ctx, {"img": weak, "key": Odd()}) is None
+    assert "key=odd" in lablog.text and "no device path" in lablog.text

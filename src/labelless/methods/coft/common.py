@@ -19,7 +19,7 @@ def _features(backbone, dataset, rt: Runtime, tokens: bool, cache: bool):
     return extract_features(
         backbone, dataset, build_view("global", backbone), seed=rt.seed, tokens=tokens,
         batch_size=rt.batch_size, num_workers=rt.num_workers,
-        cache_dir=rt.cache_dir if cache else None, progress=rt.progress,
+        cache_dir=rt.cache_dir if cache else None, progress=rt.progress, views_on=rt.views_on,
     )
 
 

@@ -33,12 +33,33 @@ from labelless.scoring.coft import (
 )
 from labelless.text.encode import encode_texts
 from labelless.views import build_view
+from labelless.views.device import DecodedDataset, device_view, has_device_twin
 
 log = logging.getLogger(__name__)
 
 
-def _view_dataset(train, idx, views, seed):
+def device_views(ctx: FitContext, views: dict) -> dict | None:
+    """The device twins of the training ``views`` when the run makes its views on the device
+    (``views_on=device``: the loader decodes, ``training_step`` cuts the views), else None.
+
+    A view without a device twin (e.g. ``sam``) keeps the whole run on the PIL path, with a
+    warning: ``views_on=auto`` resolves to ``device`` on CUDA, where such a view stays valid."""
+    if ctx.rt.views_on != "device":
+        return None
+    missing = [f"{k}={getattr(v, 'name', v)}" for k, v in views.items() if not has_device_twin(v)]
+    if missing:
+        log.warning("CoFT: view(s) %s have no device path; this training makes its views with PIL "
+                    "in the loader (--views-on cpu)", ", ".join(missing))
+        return None
+    return {name: device_view(v, ctx.backbone) for name, v in views.items()}
+
+
+def _view_dataset(train, idx, views, seed, dviews: dict | None = None):
+    """Epoch -> the training data set of ``idx``: PIL views, or decoded images + the device
+    views' parameters when ``dviews`` (the step makes the views, :func:`materialize`)."""
     sub = train.subset(idx)
+    if dviews is not None:
+        return lambda epoch: DecodedDataset(sub, dviews, seed=seed, epoch=epoch)
     return lambda epoch: ViewDataset(sub, views, seed=seed, epoch=epoch)
 
 
@@ -134,7 +155,8 @@ def run_round(ctx: FitContext, cfg: CoFTConfig, start: Start, pseudo: torch.Tens
                 seed=rt.seed + 1000 * r, n_train=N, cls_norm=start.cls_norm,
                 class_texts=class_texts(start, ctx.classnames) if cfg.pos_ctx_init == "class_text" else None,
                 vision_backbone=vision_bb)
-    loop = TrainLoop(p1, _view_dataset(train, sel_idx, views, rt.seed + r), cfg.phase1,
+    p1.device_views = device_views(ctx, views)
+    loop = TrainLoop(p1, _view_dataset(train, sel_idx, views, rt.seed + r, p1.device_views), cfg.phase1,
                      rdir / "phase1", seed=rt.seed + r, num_workers=rt.num_workers, progress=rt.progress)
     history = _prefixed(loop.run(resume=ctx.resume), f"round{r + 1}/phase1")
     inf = p1.infer(train, rt)
@@ -198,7 +220,8 @@ def run_phase2(ctx: FitContext, cfg: CoFTConfig, start: Start, labels: torch.Ten
     views2 = dict(views)
     if cfg.moco:
         views2["key"] = build_view(cfg.moco_view, bb)
-    loop = TrainLoop(p2, _view_dataset(train, keep_idx, views2, rt.seed + 500), cfg.phase2,
+    p2.device_views = device_views(ctx, views2)
+    loop = TrainLoop(p2, _view_dataset(train, keep_idx, views2, rt.seed + 500, p2.device_views), cfg.phase2,
                      Path(ctx.out_dir) / "phase2", seed=rt.seed + 500, num_workers=rt.num_workers,
                      progress=rt.progress)
     history = _prefixed(loop.run(resume=ctx.resume), "phase2")

@@ -18,6 +18,7 @@ from labelless.methods.coft.common import _features, _head_input, _MonitorMixin,
 from labelless.methods.coft.config import CoFTConfig
 from labelless.prompt_learner import PromptLearner
 from labelless.scoring.coft import clean_probability, complementary_labels, deft_losses
+from labelless.views.device import materialize
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Phase1(_MonitorMixin):
         self.head = make_head(backbone, text_embeds, cfg.head_feature, cfg.head_init, scale, g, cls_norm)
         self.steps_per_epoch = epoch_steps(len(self.subset_idx), cfg.phase1.batch_size)
         self._no_clean = 0  # batches of this epoch without a clean sample (after warm-up)
+        self.device_views: dict | None = None  # set by fit when the views are made on the device
         self._reset_monitor(n_train)
 
     def named_trainable(self):
@@ -116,6 +118,7 @@ class Phase1(_MonitorMixin):
 
     def training_step(self, batch, step):
         dev = self.bb.device
+        batch = materialize(batch, self.device_views, dev)  # views made here when on the device
         x = batch["views"]["img"][:, 0].to(dev)  # (B, 3, S, S)
         idx = self.subset_idx[batch["index"]]
         y = self.pseudo[idx].to(dev)

@@ -11,6 +11,7 @@ from labelless.engine import distributed
 from labelless.methods.coft.common import _head_input, _MonitorMixin
 from labelless.methods.coft.config import CoFTConfig
 from labelless.scoring.coft import class_balance_weights, moco_loss
+from labelless.views.device import materialize
 
 
 class Phase2(_MonitorMixin):
@@ -43,12 +44,14 @@ class Phase2(_MonitorMixin):
             self.queue_labels = torch.full((cfg.moco_queue,), -1, dtype=torch.long, device=backbone.device)
             self.queue_ptr = 0
         self._pending: list = []
+        self.device_views: dict | None = None  # set by fit when the views are made on the device
 
     def named_trainable(self):
         return [(f"backbone.{n}", p) for n, p in self.params] + [(f"head.{n}", p) for n, p in self.head.named_parameters()]
 
     def training_step(self, batch, step):
         dev = self.bb.device
+        batch = materialize(batch, self.device_views, dev)  # views made here when on the device
         x = batch["views"]["img"][:, 0].to(dev)
         idx = self.subset_idx[batch["index"]]
         y = self.labels[idx].to(dev)

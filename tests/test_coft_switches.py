@@ -36,6 +36,16 @@ def _phase1(bb, params, **kw):
                   100.0, text, seed=0, n_train=4, **kw)
 
 
+def _assert_artifact_predicts_the_same(fit, bb, colour_folder, tmp_path):
+    """The saved classifier, loaded back, predicts what the fitted one does."""
+    ds = build_dataset(f"imagefolder:root={colour_folder}")
+    rt = Runtime(device="cpu", progress=False, cache_dir=None)
+    logits = fit.classifier.predict(bb, ds, rt)
+    fit.classifier.save(tmp_path / "clf", bb, fit.tuned)
+    clf2, bb2 = load_classifier(tmp_path / "clf")
+    torch.testing.assert_close(clf2.predict(bb2, ds, rt), logits, atol=1e-5, rtol=1e-5)
+
+
 def _batch(n=4, size=32):
     g = torch.Generator().manual_seed(0)
     return {"views": {"img": torch.randn(n, 1, 3, size, size, generator=g)}, "index": torch.arange(n)}
@@ -112,12 +122,7 @@ def test_lora_fit_phase2_and_artifact_round_trip(colour_folder, tmp_path):
     fit = CoFT(from_dict(CoFTConfig, {**SMALL, "adapter": "lora"})).fit(_ctx(bb, colour_folder, tmp_path / "run"))
     assert set(fit.tuned) == set(bb.resolve_params(["visual"]))  # plain names: no LoRA left
     assert not any("lora" in n for n, _ in bb.model.named_parameters())
-    ds = build_dataset(f"imagefolder:root={colour_folder}")
-    rt = Runtime(device="cpu", progress=False, cache_dir=None)
-    logits = fit.classifier.predict(bb, ds, rt)
-    fit.classifier.save(tmp_path / "clf", bb, fit.tuned)
-    clf2, bb2 = load_classifier(tmp_path / "clf")
-    torch.testing.assert_close(clf2.predict(bb2, ds, rt), logits, atol=1e-5, rtol=1e-5)
+    _assert_artifact_predicts_the_same(fit, bb, colour_folder, tmp_path)
 
 
 # ----------------------------------------------------------------------------- pos_ctx_init
@@ -234,12 +239,7 @@ def test_separate_vision_model_fit_with_rounds_and_lora(colour_folder, tmp_path)
     assert all(torch.equal(vown[n], fresh[n]) for n in vown)
     assert any(not torch.equal(fit.tuned[n], fresh[n]) for n in fit.tuned)
     assert torch.equal(bb.model.token_embedding.weight, base_text)
-    ds = build_dataset(f"imagefolder:root={colour_folder}")
-    rt = Runtime(device="cpu", progress=False, cache_dir=None)
-    logits = fit.classifier.predict(bb, ds, rt)
-    fit.classifier.save(tmp_path / "clf", bb, fit.tuned)
-    clf2, bb2 = load_classifier(tmp_path / "clf")
-    torch.testing.assert_close(clf2.predict(bb2, ds, rt), logits, atol=1e-5, rtol=1e-5)
+    _assert_artifact_predicts_the_same(fit, bb, colour_folder, tmp_path)
 
 
 def test_gate_logits_stay_fp32_under_bf16_autocast():

@@ -126,6 +126,19 @@ def _cfg(**kw) -> FairConfig:
     return from_dict(FairConfig, {"n_crops": 4, "k": 2, "optim": optim, **kw})
 
 
+def _spy_encode_image(monkeypatch, backbone) -> list[tuple[int, bool]]:
+    """Record ``(images in the batch, grad enabled)`` for every ``backbone.encode_image`` call."""
+    calls = []
+    real = backbone.encode_image
+
+    def spy(images, tokens=False):
+        calls.append((images.shape[0], torch.is_grad_enabled()))
+        return real(images, tokens=tokens)
+
+    monkeypatch.setattr(backbone, "encode_image", spy)
+    return calls
+
+
 def test_only_visual_layernorms_and_anchors_change(colour_folder, tmp_path):
     ctx = _ctx(colour_folder, tmp_path / "run")
     before = {n: p.detach().clone() for n, p in ctx.backbone.model.named_parameters()}
@@ -221,14 +234,7 @@ def test_las_pseudo_labels_use_one_forward_and_no_grad(colour_folder, tmp_path, 
     ctx = _ctx(colour_folder, tmp_path / "r")
     trainer, loop = build_fair(ctx, _cfg(crop_grad=crop_grad))
     batch = next(iter(torch.utils.data.DataLoader(loop.dataset_for_epoch(0), batch_size=5)))
-    calls = []
-    real = ctx.backbone.encode_image
-
-    def spy(images, tokens=False):
-        calls.append((images.shape[0], torch.is_grad_enabled()))
-        return real(images, tokens=tokens)
-
-    monkeypatch.setattr(ctx.backbone, "encode_image", spy)
+    calls = _spy_encode_image(monkeypatch, ctx.backbone)
     out = trainer.training_step(batch, 0)
     # one no-grad forward with B*(1+N) images, then one grad forward with the B strong views
     # (and, with crop_grad, the B*k kept crops in the same forward)
@@ -359,14 +365,7 @@ def test_crop_grad_switch(colour_folder, tmp_path, monkeypatch, crop_grad):
     trainer, loop = build_fair(ctx, _cfg(crop_grad=crop_grad))  # N = 4, k = 2
     batch = next(iter(torch.utils.data.DataLoader(loop.dataset_for_epoch(0), batch_size=5)))
     crops = batch["views"]["crops"].requires_grad_(True)  # (5, 4, 3, S, S)
-    calls = []
-    real = ctx.backbone.encode_image
-
-    def spy(images, tokens=False):
-        calls.append((images.shape[0], torch.is_grad_enabled()))
-        return real(images, tokens=tokens)
-
-    monkeypatch.setattr(ctx.backbone, "encode_image", spy)
+    calls = _spy_encode_image(monkeypatch, ctx.backbone)
     out = trainer.training_step(batch, 0)
     out["loss"].backward()
     monkeypatch.undo()

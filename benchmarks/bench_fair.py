@@ -9,8 +9,8 @@ adds) and, on CUDA,
 the peak ``max_memory_allocated`` of the step (on CPU the process's peak RSS only grows, so it
 cannot be compared across settings in one process and is not printed).
 
-Every (N, k) is measured with ``crop_grad`` off (the default: only the strong view trains) and on
-(the top-k crops enter the student loss with gradient), side by side.
+Every (N, k) is measured with ``crop_grad`` off (only the strong view trains) and on (the default:
+the top-k crops enter the student loss with gradient), side by side.
 
     python benchmarks/bench_fair.py               # full grid (use a GPU for ViT-B/32)
     python benchmarks/bench_fair.py --quick       # small grid, few steps (CPU smoke run)

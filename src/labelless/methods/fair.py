@@ -9,7 +9,7 @@ functions of :mod:`labelless.scoring.fair`. Per training step:
    through the image encoder in **one** forward (:func:`encode_views`); crop weights
    ``omega_n = cos(cls(x_n), cls(x))``, top-``k`` crops, ``LAS`` against the normalised anchors,
    pseudo-label ``argmax LAS`` and its weight ``(s1 - s2)(1 - cos(A_c1, A_c2))`` (mean 1);
-2. with gradient: the strong view (and, with ``crop_grad``, the top-k crops again, with the
+2. with gradient: the strong view (and, with ``crop_grad``, the default, the top-k crops again, with the
    image's pseudo-label and weight); ``L = mean_i w_i CE(cos(f(x^s_i), A)/tau, y_i)
    + lambda * L_fair``; the visual LayerNorms (or the chosen tuner's parameters) and the anchors
    are updated by :class:`labelless.engine.TrainLoop` (AdamW, cosine, checkpoints, resume).

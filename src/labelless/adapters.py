@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from labelless.errors import ConfigError
 
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
-def vision_blocks(backbone) -> tuple[nn.ModuleList, int]:
+
+def vision_blocks(backbone: Backbone) -> tuple[nn.ModuleList, int]:
     """The image tower's transformer blocks and its token width."""
     m = backbone.model
     if backbone.backend == "openclip":
@@ -48,7 +52,7 @@ def vision_blocks(backbone) -> tuple[nn.ModuleList, int]:
     raise ConfigError(f"VPT does not support backend '{backbone.backend}'")
 
 
-def _patch_size(backbone) -> int:
+def _patch_size(backbone: Backbone) -> int:
     if backbone.backend == "openclip":
         p = backbone.model.visual.patch_size
         return int(p[0] if isinstance(p, (tuple, list)) else p)
@@ -64,7 +68,7 @@ class VPTDeep(nn.Module):
         ``sqrt(6 / (3 * patch^2 + width))``.
     """
 
-    def __init__(self, backbone, n_tokens: int = 20, layers: int | None = None,
+    def __init__(self, backbone: Backbone, n_tokens: int = 20, layers: int | None = None,
                  generator: torch.Generator | None = None):
         super().__init__()
         if n_tokens < 1:
@@ -160,7 +164,7 @@ class LoraAdapter:
         ``targets``.
     """
 
-    def __init__(self, backbone, seed: int = 0, **options):
+    def __init__(self, backbone: Backbone, seed: int = 0, **options):
         self.backbone = backbone
         self.options = dict(options)
         self._seed = int(seed)

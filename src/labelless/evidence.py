@@ -14,12 +14,15 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from labelless.eval.label_free import label_free_diagnostics
 from labelless.eval.predictions import PREDICTIONS_FILENAME, write_predictions
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ REFERENCE = ("zero-shot: cosine to the mean embedding of each class's texts (--t
              "at the backbone's own logit scale, before adaptation")
 
 
-def zeroshot_reference(backbone, dataset, classnames: Sequence[str], texts: dict[str, list[str]], rt) -> torch.Tensor:
+def zeroshot_reference(backbone: Backbone, dataset, classnames: Sequence[str], texts: dict[str, list[str]], rt) -> torch.Tensor:
     """``(N, C)`` logits of the zero-shot reference on ``dataset``.
 
     The reference is the training-free classifier every method starts from: each class is the
@@ -55,7 +58,7 @@ def zeroshot_reference(backbone, dataset, classnames: Sequence[str], texts: dict
         return clf.predict(backbone, dataset, rt).float().cpu()
 
 
-def artifact_reference(classifier_dir: str | Path, backbone, dataset, classnames: Sequence[str], rt) -> torch.Tensor | None:
+def artifact_reference(classifier_dir: str | Path, backbone: Backbone, dataset, classnames: Sequence[str], rt) -> torch.Tensor | None:
     """The zero-shot reference of a saved classifier's run, on ``dataset`` (for ``labelless eval``).
 
     The class texts come from the run config stored in the artifact; an adapted backbone is

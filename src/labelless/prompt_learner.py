@@ -20,11 +20,16 @@ through it to the context vectors only.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from labelless.errors import ConfigError
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 #: The placeholder word CoOp uses for every context slot ("X X X X {class}.").
 PLACEHOLDER = "X"
@@ -37,7 +42,7 @@ class TextTower:
     a prompt module (so ``PromptLearner.parameters()`` are exactly the contexts).
     """
 
-    def __init__(self, backbone):
+    def __init__(self, backbone: Backbone):
         self.backbone = backbone
         self.backend = backbone.backend
         if self.backend not in ("openclip", "hf"):
@@ -124,7 +129,7 @@ class PromptLearner(nn.Module):
 
     def __init__(
         self,
-        backbone,
+        backbone: Backbone,
         classnames: list[str],
         names: tuple[str, ...] = ("ctx",),
         n_ctx: int = 16,
@@ -212,7 +217,7 @@ class PromptLearner(nn.Module):
         return F.normalize(feats.float(), dim=-1) if normalize else feats
 
 
-def freeze_text_tower(backbone) -> None:
+def freeze_text_tower(backbone: Backbone) -> None:
     """Stop gradients into the backbone's text tower (prompts still receive them)."""
     own = dict(backbone.model.named_parameters())
     for name in backbone.param_groups()["text"]:

@@ -19,6 +19,7 @@ hold; :func:`labelless.methods.base.load_classifier` copies them back onto a fre
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -27,13 +28,16 @@ from labelless.backbones import select_trainable, trainable_report
 from labelless.errors import ConfigError
 from labelless.registry import TUNERS
 
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
+
 
 class Tuner:
     """Base class: selects trainable backbone parameters; ``finalize`` returns what changed."""
 
     name = ""
 
-    def __init__(self, backbone):
+    def __init__(self, backbone: Backbone):
         self.backbone = backbone
 
     def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -53,7 +57,7 @@ class GroupTuner(Tuner):
 
     default_groups: tuple[str, ...] = ()
 
-    def __init__(self, backbone, groups: list[str] | tuple[str, ...] | None = None):
+    def __init__(self, backbone: Backbone, groups: list[str] | tuple[str, ...] | None = None):
         super().__init__(backbone)
         self.groups = tuple(groups) if groups else self.default_groups
         self.selected = select_trainable(backbone, list(self.groups))
@@ -88,7 +92,7 @@ LORA_TARGETS = {
 }
 
 
-def _visual_tower(backbone) -> tuple[nn.Module, str]:
+def _visual_tower(backbone: Backbone) -> tuple[nn.Module, str]:
     model = backbone.model
     if backbone.backend == "openclip":
         return model.visual, "visual."
@@ -107,7 +111,7 @@ class LoraTuner(Tuner):
 
     name = "lora"
 
-    def __init__(self, backbone, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+    def __init__(self, backbone: Backbone, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
                  targets: str | None = None):
         super().__init__(backbone)
         try:
@@ -187,7 +191,7 @@ class KAdaptationTuner(Tuner):
 
     name = "kadaptation"
 
-    def __init__(self, backbone, n: int = 4, r: int = 1):
+    def __init__(self, backbone: Backbone, n: int = 4, r: int = 1):
         super().__init__(backbone)
         from torch.nn.utils import parametrize
 
@@ -226,7 +230,7 @@ class KAdaptationTuner(Tuner):
         return {full: own[full].detach().clone() for _, _, full in self.targets}
 
 
-def build_tuner(backbone, name: str = "layernorm", **options) -> Tuner:
+def build_tuner(backbone: Backbone, name: str = "layernorm", **options) -> Tuner:
     """Freeze ``backbone`` and make the tuner ``name``'s parameters trainable."""
     try:
         return TUNERS.get(name)(backbone, **options)

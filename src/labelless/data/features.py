@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from labelless.views.device import (
     make_views,
     resolve_views_on,
 )
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 CACHE_VERSION = 1
 
@@ -93,7 +97,7 @@ def image_identity(dataset) -> str:
     return stable_hash(ident, length=32)
 
 
-def feature_cache_key(backbone, view: View, dataset, seed: int, tokens: bool) -> str:
+def feature_cache_key(backbone: Backbone, view: View, dataset, seed: int, tokens: bool) -> str:
     """The cache key of :func:`extract_features` (see the module docstring).
 
     A device view's config carries ``views_on: device`` (and the loader's size bound), so the
@@ -130,7 +134,7 @@ def _loader(ds: Dataset, batch_size: int, num_workers: int, collate_fn=None) -> 
 
 
 @torch.no_grad()
-def encode_views(backbone, views: torch.Tensor, tokens: bool = False):
+def encode_views(backbone: Backbone, views: torch.Tensor, tokens: bool = False):
     """Encode ``(B, V, 3, S, S)`` in one forward; returns ``(B, V, d)`` and ``(B, V, w)``/None."""
     b, v = views.shape[:2]
     out = backbone.encode_image(views.flatten(0, 1), tokens=tokens)  # (B*V, d)
@@ -140,7 +144,7 @@ def encode_views(backbone, views: torch.Tensor, tokens: bool = False):
 
 
 def extract_features(
-    backbone,
+    backbone: Backbone,
     dataset,
     view: View,
     *,

@@ -27,7 +27,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,9 @@ from labelless.tuners import Tuner, build_tuner
 from labelless.utils.io import atomic_save
 from labelless.views import build_view
 from labelless.views.device import DecodedDataset, device_view, materialize
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +250,7 @@ class FairTrainer:
 
     def __init__(
         self,
-        backbone,
+        backbone: Backbone,
         tuner: Tuner,
         anchors: torch.Tensor,
         cfg: FairConfig,
@@ -477,7 +480,7 @@ class FairTrainer:
         return PrototypeClassifier(self.classnames, self.backbone.spec, config, self.anchors.detach().cpu())
 
 
-def fair_views(backbone, cfg: FairConfig) -> dict:
+def fair_views(backbone: Backbone, cfg: FairConfig) -> dict:
     """The views a FAIR step needs: weak, (crops), strong."""
     weak = {
         "center": lambda: build_view("global", backbone),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -53,6 +53,9 @@ from labelless.text.encode import encode_texts
 from labelless.utils.lazy import lazy_module
 from labelless.views import build_view
 from labelless.views.device import DecodedDataset, device_view, materialize
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 T = lazy_module("torchvision.transforms")  # imported on first use: see labelless.utils.lazy
 
@@ -94,7 +97,7 @@ class PrototypeTextClassifier(Classifier):
         P = F.normalize(self.prototypes.to(embeds.device, embeds.dtype), dim=-1)
         return float(self.config.get("logit_scale", 100.0)) * embeds @ P.T
 
-    def predict(self, backbone, dataset, rt: Runtime) -> torch.Tensor:
+    def predict(self, backbone: Backbone, dataset, rt: Runtime) -> torch.Tensor:
         feats = extract_features(
             backbone, dataset, build_view("global", backbone), seed=rt.seed,
             batch_size=rt.batch_size, num_workers=rt.num_workers, cache_dir=None,
@@ -122,7 +125,7 @@ class ResizedCropView:
 
     name = "rrc"
 
-    def __init__(self, backbone, scale=(0.9, 1.0)):
+    def __init__(self, backbone: Backbone, scale=(0.9, 1.0)):
         from labelless.views import _interp
 
         self.scale = tuple(float(s) for s in scale)
@@ -183,7 +186,7 @@ def match_image_texts(paths: list[str], table: dict[str, list[str]]) -> list[str
     return out
 
 
-def _logit_scale_param(backbone):
+def _logit_scale_param(backbone: Backbone):
     return getattr(backbone.model, "logit_scale", None)
 
 
@@ -485,7 +488,7 @@ def load_group_pool(path: str, classnames: list[str]) -> dict[int, list[str]]:
     return pool
 
 
-def _tuned(backbone, names: list[str]) -> dict[str, torch.Tensor]:
+def _tuned(backbone: Backbone, names: list[str]) -> dict[str, torch.Tensor]:
     params = dict(backbone.model.named_parameters())
     return {n: params[n].detach().cpu().clone() for n in names}
 

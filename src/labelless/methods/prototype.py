@@ -12,7 +12,7 @@ feature of the un-adapted model would otherwise be returned silently.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,9 @@ from labelless.errors import ConfigError
 from labelless.methods.base import Classifier, Runtime
 from labelless.registry import CLASSIFIERS
 from labelless.views import build_view
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 
 def prototype_logits(
@@ -77,7 +80,7 @@ class PrototypeClassifier(Classifier):
             float(self.config["logit_scale"]), self.config["aggregate"],
         )
 
-    def predict(self, backbone, dataset, rt: Runtime) -> torch.Tensor:
+    def predict(self, backbone: Backbone, dataset, rt: Runtime) -> torch.Tensor:
         cache = None if self.config.get("backbone_tuned") else rt.cache_dir
         feats = extract_features(
             backbone, dataset, build_view("global", backbone), seed=rt.seed,

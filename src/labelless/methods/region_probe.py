@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,9 @@ from labelless.scoring.clip import class_prototypes
 from labelless.scoring.regions import STRATEGIES, region_representation
 from labelless.text.encode import encode_class_texts
 from labelless.views import build_view
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +193,7 @@ class RegionFeatures:
         )
 
 
-def region_view(backbone, cfg: RegionProbeConfig, sam_model=None, sam_processor=None):
+def region_view(backbone: Backbone, cfg: RegionProbeConfig, sam_model=None, sam_processor=None):
     """The crops or SAM view of ``cfg`` (same maximum count and area range)."""
     if cfg.regions == "crops":
         return build_view("crops", backbone, n=cfg.n_regions, scale=cfg.crop_scale, ratio=cfg.crop_ratio)
@@ -205,7 +208,7 @@ def region_view(backbone, cfg: RegionProbeConfig, sam_model=None, sam_processor=
 
 
 def extract_region_features(
-    backbone, dataset, cfg: RegionProbeConfig, rt: Runtime, sam_model=None, sam_processor=None
+    backbone: Backbone, dataset, cfg: RegionProbeConfig, rt: Runtime, sam_model=None, sam_processor=None
 ) -> RegionFeatures:
     """Global + region features of ``dataset`` (cached on disk when ``rt.cache_dir`` is set)."""
     common = dict(seed=rt.seed, batch_size=rt.batch_size, num_workers=rt.num_workers,
@@ -223,7 +226,7 @@ def extract_region_features(
     return RegionFeatures(g.embeds[:, 0].float(), r.embeds.float(), g.labels, valid)
 
 
-def class_text_embeddings(backbone, texts: dict[str, list[str]], classnames: list[str]) -> torch.Tensor:
+def class_text_embeddings(backbone: Backbone, texts: dict[str, list[str]], classnames: list[str]) -> torch.Tensor:
     """``(C, d)`` class prototypes (normalised mean of each class's sentence embeddings)."""
     with torch.no_grad():
         ct = encode_class_texts(backbone.encode_text, {c: texts[c] for c in classnames})
@@ -403,7 +406,7 @@ class RegionProbeClassifier(Classifier):
     def cfg(self) -> RegionProbeConfig:
         return RegionProbeConfig(**self.config)
 
-    def predict(self, backbone, dataset, rt: Runtime, sam_model=None, sam_processor=None) -> torch.Tensor:
+    def predict(self, backbone: Backbone, dataset, rt: Runtime, sam_model=None, sam_processor=None) -> torch.Tensor:
         feats = extract_region_features(backbone, dataset, self.cfg, rt, sam_model, sam_processor)
         return self.logits_from(feats)
 

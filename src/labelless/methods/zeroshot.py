@@ -7,7 +7,7 @@ files nor the text encoder afterwards.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -18,6 +18,9 @@ from labelless.registry import CLASSIFIERS, METHODS, SCORERS
 from labelless.scoring import ClassTextFeat, ImageFeat
 from labelless.text.encode import encode_texts  # noqa: F401 - also re-exported from here
 from labelless.views import build_view
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 
 @dataclass
@@ -61,7 +64,7 @@ class ZeroShotClassifier(Classifier):
     def cfg(self) -> ZeroShotConfig:
         return ZeroShotConfig(**{**self.config, "crop_scale": tuple(self.config["crop_scale"])})
 
-    def image_features(self, backbone, dataset, rt: Runtime) -> ImageFeat:
+    def image_features(self, backbone: Backbone, dataset, rt: Runtime) -> ImageFeat:
         cfg = self.cfg
         common = dict(seed=rt.seed, batch_size=rt.batch_size, num_workers=rt.num_workers,
                       cache_dir=rt.cache_dir, progress=rt.progress, views_on=rt.views_on)
@@ -84,7 +87,7 @@ class ZeroShotClassifier(Classifier):
         )
         return SCORERS.get(cfg.scorer)(image, text, **kwargs)
 
-    def predict(self, backbone, dataset, rt: Runtime) -> torch.Tensor:
+    def predict(self, backbone: Backbone, dataset, rt: Runtime) -> torch.Tensor:
         return self.logits_from(self.image_features(backbone, dataset, rt))
 
     def tensors(self):

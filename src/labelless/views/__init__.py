@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ class GlobalView(View):
 
     name = "global"
 
-    def __init__(self, backbone, **_):
+    def __init__(self, backbone: Backbone, **_):
         self.preprocess = backbone.preprocess
         self.pp = dict(getattr(backbone, "preprocess_cfg", {}))
 
@@ -107,7 +107,7 @@ class RandomCropsView(View):
 
     name = "crops"
 
-    def __init__(self, backbone, n: int = 8, scale=(0.5, 0.9), include_global: bool = False,
+    def __init__(self, backbone: Backbone, n: int = 8, scale=(0.5, 0.9), include_global: bool = False,
                  ratio=None, **_):
         ratio = None if ratio is None else tuple(float(v) for v in ratio)
         self.cfg = CropConfig(int(n), tuple(float(v) for v in scale), bool(include_global), ratio)
@@ -152,7 +152,7 @@ class RandomCropsView(View):
 class _TorchvisionView(View):
     """A torchvision augmentation pipeline, seeded per sample through torch's RNG."""
 
-    def __init__(self, backbone, transform: T.Compose, cfg: dict):
+    def __init__(self, backbone: Backbone, transform: T.Compose, cfg: dict):
         self.transform = transform
         self.cfg = cfg
         self.pp = dict(getattr(backbone, "preprocess_cfg", {}))
@@ -173,7 +173,7 @@ class WeakView(_TorchvisionView):
 
     name = "weak"
 
-    def __init__(self, backbone, flip: bool = True, **_):
+    def __init__(self, backbone: Backbone, flip: bool = True, **_):
         s = backbone.image_size
         tf = [T.Resize(s, interpolation=_interp(backbone)), T.RandomCrop(s)]
         if flip:
@@ -188,7 +188,7 @@ class StrongView(_TorchvisionView):
 
     name = "strong"
 
-    def __init__(self, backbone, scale=(0.3, 1.0), randaug_n: int = 2, randaug_m: int = 9, **_):
+    def __init__(self, backbone: Backbone, scale=(0.3, 1.0), randaug_n: int = 2, randaug_m: int = 9, **_):
         s = backbone.image_size
         scale = tuple(float(v) for v in scale)
         tf = T.Compose([
@@ -204,7 +204,7 @@ class StrongView(_TorchvisionView):
 _PIL_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
 
-def _square_resize_params(backbone):
+def _square_resize_params(backbone: Backbone):
     """``(S, PIL resample, mean, std)`` when the backbone's eval preprocessing of a *square*
     image is exactly "resize to S x S, to tensor, normalise" (open_clip ``shortest``/``squash``
     with a square size; HF with resize == crop); else None (use the preprocess per crop)."""
@@ -229,7 +229,7 @@ def _square_resize_params(backbone):
     return size, _PIL_RESAMPLE[interp], mean, std
 
 
-def _interp(backbone) -> T.InterpolationMode:
+def _interp(backbone: Backbone) -> T.InterpolationMode:
     mode = getattr(backbone, "interpolation", "bicubic")
     if isinstance(mode, T.InterpolationMode):
         return mode
@@ -238,7 +238,7 @@ def _interp(backbone) -> T.InterpolationMode:
     )
 
 
-def build_view(name: str, backbone, **opts) -> View:
+def build_view(name: str, backbone: Backbone, **opts) -> View:
     """Instantiate the registered view ``name`` for ``backbone``."""
     return VIEWS.get(name)(backbone, **opts)
 
@@ -255,3 +255,6 @@ __all__ = [
 
 
 from labelless.views import sam as _sam  # noqa: E402,F401  (registers the 'sam' view)
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone

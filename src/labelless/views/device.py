@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from labelless.views import (
     crop_boxes,
     sample_rng,
 )
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 T = lazy_module("torchvision.transforms")  # imported on first use: see labelless.utils.lazy
 F2 = lazy_module("torchvision.transforms.v2.functional")
@@ -81,7 +84,7 @@ class DeviceView:
     their signs (K = 0 without RandAugment). :func:`make_views` renders them.
     """
 
-    def __init__(self, view: View, backbone, *, randaug: tuple[int, int] | None = None):
+    def __init__(self, view: View, backbone: Backbone, *, randaug: tuple[int, int] | None = None):
         self.view = view
         self.name = view.name
         self.num_views = getattr(view, "num_views", 1)
@@ -139,7 +142,7 @@ class DeviceView:
 class CenterDeviceView(DeviceView):
     """Twin of ``global``: the backbone's eval resize + centre crop as one box."""
 
-    def __init__(self, view: GlobalView, backbone):
+    def __init__(self, view: GlobalView, backbone: Backbone):
         super().__init__(view, backbone)
         pp = dict(getattr(backbone, "preprocess_cfg", {}) or {})
         self.mode = pp.get("resize_mode", "shortest")
@@ -163,7 +166,7 @@ class CenterDeviceView(DeviceView):
 class CropsDeviceView(DeviceView):
     """Twin of ``crops``: the same :func:`crop_boxes` (and the centre box as view 0 if asked)."""
 
-    def __init__(self, view: RandomCropsView, backbone):
+    def __init__(self, view: RandomCropsView, backbone: Backbone):
         super().__init__(view, backbone)
         self.cfg = view.cfg
         self.center = CenterDeviceView(GlobalView(backbone), backbone) if view.cfg.include_global else None
@@ -182,7 +185,7 @@ class ResizedCropDeviceView(DeviceView):
     """Twin of ``weak`` (Resize + RandomCrop + flip), ``strong`` (RandomResizedCrop + flip +
     RandAugment) and LaTTe-CLIP's ``rrc`` (RandomResizedCrop)."""
 
-    def __init__(self, view: View, backbone, *, kind: str, scale=(1.0, 1.0), flip=True,
+    def __init__(self, view: View, backbone: Backbone, *, kind: str, scale=(1.0, 1.0), flip=True,
                  randaug=None, seed_high: int = 2**63 - 1):
         super().__init__(view, backbone, randaug=randaug)
         self.kind, self.scale, self.flip, self.seed_high = kind, tuple(scale), bool(flip), seed_high
@@ -210,7 +213,7 @@ class ResizedCropDeviceView(DeviceView):
         return self._params([box], [flip], ops, neg)
 
 
-def device_view(view: View, backbone) -> DeviceView:
+def device_view(view: View, backbone: Backbone) -> DeviceView:
     """The device twin of a PIL view (``global``, ``crops``, ``weak``, ``strong``, ``rrc``).
 
     Raises:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from PIL import Image
 from labelless.errors import ConfigError
 from labelless.registry import VIEWS
 from labelless.views import View
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 FILLS = ("mean", "black", "none")
 
@@ -208,7 +211,7 @@ class SamRegionsView(View):
 
     def __init__(
         self,
-        backbone,
+        backbone: Backbone,
         model: str | None = "facebook/sam-vit-base",
         n: int = 16,
         area: tuple[float, float] = (0.05, 0.8),
@@ -271,7 +274,7 @@ class SamRegionsView(View):
 
 
 @torch.no_grad()
-def pad_embedding(backbone) -> torch.Tensor:
+def pad_embedding(backbone: Backbone) -> torch.Tensor:
     """Embedding ``(d,)`` of the padding region (an all-zero normalised image)."""
     x = torch.zeros(1, 3, backbone.image_size, backbone.image_size, device=backbone.device)
     return backbone.encode_image(x).embeds[0].float().cpu()

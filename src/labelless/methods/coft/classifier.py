@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from labelless.methods.base import Classifier, Runtime
 from labelless.methods.coft.common import _features
 from labelless.registry import CLASSIFIERS
+
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
 
 @CLASSIFIERS.register("coft")
@@ -20,7 +25,7 @@ class CoFTClassifier(Classifier):
         self.weight = weight
         self.bias = bias
 
-    def predict(self, backbone, dataset, rt: Runtime) -> torch.Tensor:
+    def predict(self, backbone: Backbone, dataset, rt: Runtime) -> torch.Tensor:
         cls = self.config.get("head_feature", "cls") == "cls"
         feats = _features(backbone, dataset, rt, tokens=cls, cache=False)
         x = (feats.cls if cls else feats.embeds)[:, 0]

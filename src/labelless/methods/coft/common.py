@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -12,8 +13,11 @@ from labelless.methods.base import Runtime
 from labelless.scoring.coft import selection_stats
 from labelless.views import build_view
 
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
 
-def _features(backbone, dataset, rt: Runtime, tokens: bool, cache: bool):
+
+def _features(backbone: Backbone, dataset, rt: Runtime, tokens: bool, cache: bool):
     """Global-view features of ``dataset``; never cached when the backbone is adapted or tuned
     (the cache key is the base model's fingerprint)."""
     return extract_features(
@@ -27,14 +31,14 @@ def _head_input(out, head_feature: str) -> torch.Tensor:
     return out.cls if head_feature == "cls" else out.embeds
 
 
-def _visual_projection(backbone) -> torch.Tensor:
+def _visual_projection(backbone: Backbone) -> torch.Tensor:
     """``(w, d)`` matrix mapping the [CLS] token to the (unnormalised) image embedding."""
     if backbone.backend == "openclip":
         return backbone.model.visual.proj
     return backbone.model.visual_projection.weight.T
 
 
-def make_head(backbone, text_embeds: torch.Tensor, head_feature: str, init: str, scale: float,
+def make_head(backbone: Backbone, text_embeds: torch.Tensor, head_feature: str, init: str, scale: float,
               generator: torch.Generator, cls_norm: float = 1.0) -> nn.Linear:
     """The linear vision head ``(C, w or d)``: random (DeFT) or zero-shot initialised (ours)."""
     c, d = text_embeds.shape

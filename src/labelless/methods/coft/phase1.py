@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,17 +21,20 @@ from labelless.prompt_learner import PromptLearner
 from labelless.scoring.coft import clean_probability, complementary_labels, deft_losses
 from labelless.views.device import materialize
 
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
+
 log = logging.getLogger(__name__)
 
 
-def build_adapter(backbone, cfg: CoFTConfig, generator: torch.Generator, seed: int):
+def build_adapter(backbone: Backbone, cfg: CoFTConfig, generator: torch.Generator, seed: int):
     """Phase 1's lightweight visual module on ``backbone`` (``cfg.adapter``), detached."""
     if cfg.adapter == "lora":
         return LoraAdapter(backbone, seed=seed, **dict(cfg.lora_options))
     return VPTDeep(backbone, cfg.vpt_tokens, cfg.vpt_layers, generator=generator)
 
 
-def vision_copy(backbone):
+def vision_copy(backbone: Backbone):
     """A frozen copy of ``backbone`` for ``vision_model=separate`` (its own weights, same values)."""
     copy_ = copy.deepcopy(backbone)
     for p in copy_.model.parameters():
@@ -54,7 +58,7 @@ class Phase1(_MonitorMixin):
         (made here when not given; ``fit`` shares one across rounds: its weights stay frozen).
     """
 
-    def __init__(self, backbone, cfg: CoFTConfig, classnames, pseudo, subset_idx, truth, scale,
+    def __init__(self, backbone: Backbone, cfg: CoFTConfig, classnames, pseudo, subset_idx, truth, scale,
                  text_embeds, seed: int, n_train: int, cls_norm: float = 1.0,
                  class_texts: list[str] | None = None, vision_backbone=None):
         self.bb = backbone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -13,12 +14,15 @@ from labelless.methods.coft.config import CoFTConfig
 from labelless.scoring.coft import class_balance_weights, moco_loss
 from labelless.views.device import materialize
 
+if TYPE_CHECKING:
+    from labelless.backbones.base import Backbone
+
 
 class Phase2(_MonitorMixin):
     """Phase 2: full fine-tuning of the image tower + a linear head on the collaborative labels
     (DeFT's phase 2), with CoFT+'s optional momentum-contrastive term."""
 
-    def __init__(self, backbone, cfg: CoFTConfig, labels, subset_idx, param_names, head, seed):
+    def __init__(self, backbone: Backbone, cfg: CoFTConfig, labels, subset_idx, param_names, head, seed):
         self.bb = backbone
         self.cfg = cfg
         self.labels = labels.long().cpu()  # (N,), -1 = dropped

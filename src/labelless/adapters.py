@@ -59,6 +59,18 @@ def _patch_size(backbone: Backbone) -> int:
     return int(backbone.model.vision_model.config.patch_size)
 
 
+@contextlib.contextmanager
+def _attached(adapter):
+    """Attach ``adapter`` for the block; detach afterwards unless it was attached before."""
+    was = adapter.is_attached
+    adapter.attach()
+    try:
+        yield adapter
+    finally:
+        if not was:
+            adapter.detach()
+
+
 class VPTDeep(nn.Module):
     """Deep visual prompts: ``n_tokens`` learned tokens in front of every block's input.
 
@@ -137,15 +149,9 @@ class VPTDeep(nn.Module):
     def is_attached(self) -> bool:
         return bool(self._handles)
 
-    @contextlib.contextmanager
     def attached(self):
-        was = self.is_attached
-        self.attach()
-        try:
-            yield self
-        finally:
-            if not was:
-                self.detach()
+        """Attached for the block, as it was afterwards."""
+        return _attached(self)
 
 
 class LoraAdapter:
@@ -225,15 +231,14 @@ class LoraAdapter:
 
     @contextlib.contextmanager
     def attached(self):
-        was, reinject = self.is_attached, self.released
+        """Attached for the block (re-injected first if released), as it was afterwards."""
+        reinject = self.released
         if reinject:
             self._inject()
-        self.attach()
         try:
-            yield self
+            with _attached(self):
+                yield self
         finally:
-            if not was:
-                self.detach()
             if reinject:
                 self.release()
 
